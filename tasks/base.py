@@ -1,0 +1,310 @@
+"""What a task is, and the machinery every task shares: locating files, the prepared-data cache,
+batches with real padding masks.
+
+A task describes itself (name, content length, vocabulary, classes, one or two inputs, its paper
+recipe and its smoke settings) and knows how to read its published files into examples. The
+training loop only ever sees that description and batches of
+    ids (B, I, N) int64, mask (B, I, N) bool (True = real token), labels (B,) int64
+with I = num_inputs. It never branches on a task's name.
+
+Prepared data. The first load of a split reads the source files once and writes the tokens to a
+cache folder, memory-mapped afterwards:
+    <data_dir>/.cache/<task>/<key>/<split>/{tokens.bin, lengths.npy, labels.npy, meta.json}
+The key hashes the task, its format version, its options and each source file's path, size and
+modification time, so a changed file or option never reuses a stale cache. A cache is built in a
+temporary folder and renamed into place when complete, so a half-written one is never read.
+
+Tokens are stored raw in the smallest dtype that holds them (bytes and pixels as uint8) and
+turned into model ids at batch time: id = token + task.token_offset at real positions, 0 (the pad
+id) elsewhere. The mask comes from the stored lengths, never from `id != 0`: a black pixel (0)
+is a real token (the ports' `token != 0` mask treated most of a Pathfinder image as padding).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Iterable, Iterator, Optional
+
+import numpy as np
+import torch
+
+from lra.errors import ConfigError, DataError, MissingDataError, did_you_mean
+from lra.typed import coerce
+
+SPLITS = ("train", "val", "test")
+RELEASE = "lra_release"
+CACHE_DIR = ".cache"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A task's `paper` training setup (lra-reference.md section 4, the Skyformer port)."""
+
+    seq_len: int  # tokens per input fed to the model (the ports pad 2000 -> 2048, 4000 -> 4096)
+    batch_size: int
+    lr: float
+    warmup: int
+    eval_every: int
+    eval_samples: Optional[int]  # dev samples per evaluation (the port's num_eval_steps x batch)
+    steps: int = 50_000
+
+
+@dataclass(frozen=True)
+class Smoke:
+    """What the `smoke` preset runs: a small generated set (synthetic tasks) or a real-data subset."""
+
+    seq_len: int
+    generator: Optional[dict] = None  # generator options; None = the task has no generator
+    max_train: Optional[int] = None
+    max_val: Optional[int] = None
+    max_test: Optional[int] = None
+
+
+@dataclass
+class Example:
+    inputs: tuple  # one 1-D integer array of stored tokens per input
+    label: int
+
+
+_TASKS: dict[str, "Task"] = {}
+
+
+class Task:
+    """Base class of tasks. Subclasses set the class attributes and implement `examples`.
+
+    A subclass that sets `name` is registered on definition: `tasks.get(name)` returns an instance.
+    """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            _TASKS[cls.name] = cls()
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    max_len: ClassVar[int]  # content tokens kept per input
+    vocab_size: ClassVar[int]  # model ids are 0..vocab_size-1; 0 is padding
+    num_classes: ClassVar[int]
+    num_inputs: ClassVar[int] = 1
+    token_offset: ClassVar[int] = 0  # model id = stored token + offset
+    storage_dtype: ClassVar[type] = np.uint8
+    format_version: ClassVar[int] = 1  # bump when the tokenisation changes: invalidates caches
+    recipe: ClassVar[Recipe]
+    smoke: ClassVar[Smoke]
+    splits: ClassVar[tuple] = SPLITS
+
+    @dataclass
+    class Options:
+        """Task options (none by default)."""
+
+    # --- to implement ---------------------------------------------------------------------
+
+    def source_files(self, data_dir: Path, split: str, options) -> list[Path]:
+        """The files `split` is read from. Raise MissingDataError (via `missing`) if absent."""
+        raise NotImplementedError
+
+    def examples(self, data_dir: Path, split: str, options) -> Iterator[Example]:
+        """Read a split from the published files, yielding stored-token examples in file order.
+
+        Raise DataError naming file and line for malformed input. Items the official data is known
+        to contain broken may be skipped: count them in `self.skipped` (a dict reset per split).
+        """
+        raise NotImplementedError
+
+    def how_to_get(self, data_dir: Path) -> str:
+        """Commands that produce the data, for error messages."""
+        return f"lra data download {self.name} --data-dir {data_dir}"
+
+    # Synthetic tasks override this (and set smoke.generator).
+    can_generate: ClassVar[bool] = False
+
+    def generate(self, data_dir: Path, *, seed: int = 0, **options) -> None:
+        raise ConfigError(f"task {self.name!r} has no generator; get the real data: {self.how_to_get(data_dir)}")
+
+    # --- shared machinery ---------------------------------------------------------------------
+
+    def resolve_options(self, options: dict | None):
+        options = dict(options or {})
+        fields = {f.name for f in dataclasses.fields(self.Options)}
+        for k in options:
+            if k not in fields:
+                raise ConfigError(
+                    f"task {self.name!r} has no option {k!r}{did_you_mean(k, fields)}. "
+                    f"Valid options: {', '.join(sorted(fields)) or '(none)'}"
+                )
+        hints = typing.get_type_hints(self.Options)
+        values = {k: coerce(v, hints[k], f"task {self.name!r} option {k!r}") for k, v in options.items()}
+        try:
+            return self.Options(**values)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"task {self.name!r}: {exc}") from None
+
+    def missing(self, data_dir: Path, looked_for: Iterable[Path]) -> MissingDataError:
+        paths = "\n  ".join(str(p) for p in looked_for)
+        return MissingDataError(
+            f"{self.name}: data not found under {data_dir}. Looked for:\n  {paths}\n"
+            f"Get it with:\n  {self.how_to_get(data_dir)}"
+        )
+
+    def cache_key(self, data_dir: Path, split: str, options) -> str:
+        ident = {
+            "task": self.name,
+            "format": self.format_version,
+            "max_len": self.max_len,
+            "options": dataclasses.asdict(options),
+            "sources": [
+                [str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns]
+                for p in self.source_files(data_dir, split, options)
+            ],
+        }
+        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+    def prepared(self, data_dir: str | Path, split: str, options: dict | None = None) -> "PreparedSplit":
+        """The split as memory-mapped arrays, from the cache or built into it now."""
+        if split not in self.splits:
+            raise ConfigError(f"task {self.name!r} has no split {split!r}; splits: {', '.join(self.splits)}")
+        data_dir = Path(data_dir)
+        opts = self.resolve_options(options)
+        key = self.cache_key(data_dir, split, opts)
+        final = data_dir / CACHE_DIR / self.name / key / split
+        if (final / "meta.json").exists():
+            return PreparedSplit.open(final)
+        return self._build_cache(data_dir, split, opts, final)
+
+    def _build_cache(self, data_dir: Path, split: str, opts, final: Path) -> "PreparedSplit":
+        tmp = final.parent / f".{split}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.skipped: dict[str, int] = {}
+        width = self.num_inputs * self.max_len
+        lengths, labels = [], []
+        row = np.zeros((self.num_inputs, self.max_len), dtype=self.storage_dtype)
+        try:
+            with open(tmp / "tokens.bin", "wb") as out:
+                for ex in self.examples(data_dir, split, opts):
+                    if len(ex.inputs) != self.num_inputs:
+                        raise DataError(f"{self.name}: an example has {len(ex.inputs)} inputs, expected {self.num_inputs}")
+                    row[:] = 0
+                    ls = []
+                    for i, toks in enumerate(ex.inputs):
+                        toks = np.asarray(toks)[: self.max_len]
+                        row[i, : len(toks)] = toks
+                        ls.append(len(toks))
+                    out.write(row.tobytes())
+                    lengths.append(ls)
+                    labels.append(ex.label)
+                out.flush()
+                os.fsync(out.fileno())
+            if not labels:
+                raise DataError(f"{self.name}: split {split!r} is empty ({', '.join(map(str, self.source_files(data_dir, split, opts)))})")
+            np.save(tmp / "lengths.npy", np.asarray(lengths, dtype=np.int32).reshape(-1, self.num_inputs))
+            np.save(tmp / "labels.npy", np.asarray(labels, dtype=np.int64))
+            meta = {
+                "task": self.name,
+                "split": split,
+                "count": len(labels),
+                "num_inputs": self.num_inputs,
+                "max_len": self.max_len,
+                "dtype": np.dtype(self.storage_dtype).name,
+                "token_offset": self.token_offset,
+                "skipped": dict(self.skipped),
+                "options": dataclasses.asdict(opts),
+                "sources": [str(p) for p in self.source_files(data_dir, split, opts)],
+                "row_bytes": width * np.dtype(self.storage_dtype).itemsize,
+            }
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))  # written last: completeness mark
+            try:
+                tmp.rename(final)
+            except OSError:  # another process finished the same cache first: use theirs
+                if not (final / "meta.json").exists():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return PreparedSplit.open(final)
+
+
+class PreparedSplit:
+    """A tokenised split: tokens (N, I, L) memory-mapped, lengths (N, I), labels (N,)."""
+
+    def __init__(self, tokens: np.ndarray, lengths: np.ndarray, labels: np.ndarray, meta: dict):
+        self.tokens, self.lengths, self.labels, self.meta = tokens, lengths, labels, meta
+
+    @classmethod
+    def open(cls, folder: Path) -> "PreparedSplit":
+        meta = json.loads((folder / "meta.json").read_text())
+        shape = (meta["count"], meta["num_inputs"], meta["max_len"])
+        tokens = np.memmap(folder / "tokens.bin", dtype=meta["dtype"], mode="r", shape=shape)
+        meta["path"] = str(folder)
+        return cls(tokens, np.load(folder / "lengths.npy"), np.load(folder / "labels.npy"), meta)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def token_offset(self) -> int:
+        return self.meta["token_offset"]
+
+
+def subset_indices(n: int, limit: Optional[int], seed: int) -> np.ndarray:
+    """All indices, or a seeded random subset of `limit` of them (sorted, for memmap locality)."""
+    if limit is None or limit >= n:
+        return np.arange(n)
+    rng = np.random.default_rng([seed, 7919])
+    return np.sort(rng.choice(n, size=limit, replace=False))
+
+
+class BatchView(torch.utils.data.Dataset):
+    """Indexes a PreparedSplit one whole batch at a time: `view[index_array]` -> batch dict.
+
+    Used with a DataLoader whose sampler yields index arrays (batch_size=None), so each worker
+    builds whole batches with vectorised numpy instead of collating samples one by one.
+    """
+
+    def __init__(self, split: PreparedSplit, seq_len: int, indices: Optional[np.ndarray] = None):
+        self.split, self.seq_len = split, seq_len
+        self.indices = np.arange(len(split)) if indices is None else np.asarray(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, idx) -> dict:
+        rows = self.indices[np.atleast_1d(idx)]
+        order = np.argsort(rows, kind="stable")  # memmap reads in file order
+        toks = np.empty((len(rows),) + self.split.tokens.shape[1:], dtype=self.split.tokens.dtype)
+        toks[order] = self.split.tokens[rows[order]]
+        return make_batch(toks, self.split.lengths[rows], self.split.labels[rows], self.seq_len, self.split.token_offset)
+
+
+def make_batch(tokens: np.ndarray, lengths: np.ndarray, labels: np.ndarray, seq_len: int, offset: int) -> dict:
+    """Stored tokens (b, I, L) -> model ids (b, I, seq_len) with the real-token mask from lengths."""
+    b, n_in, L = tokens.shape
+    w = min(L, seq_len)
+    mask = np.arange(seq_len)[None, None, :] < np.minimum(lengths, seq_len)[:, :, None]
+    ids = np.zeros((b, n_in, seq_len), dtype=np.int64)
+    ids[:, :, :w] = tokens[:, :, :w]
+    if offset:
+        ids += offset
+    ids *= mask
+    return {"ids": torch.from_numpy(ids), "mask": torch.from_numpy(mask), "labels": torch.from_numpy(labels.astype(np.int64))}
+
+
+def locate(data_dir: Path, relative: str) -> tuple[Optional[Path], list[Path]]:
+    """Find `relative` inside the LRA release under data_dir.
+
+    Copies of the release differ: `DIR/lra_release/<relative>` or the doubly nested
+    `DIR/lra_release/lra_release/<relative>`. Returns (found path or None, paths looked at).
+    """
+    candidates = [data_dir / RELEASE / relative, data_dir / RELEASE / RELEASE / relative]
+    for c in candidates:
+        if c.exists():
+            return c, candidates
+    return None, candidates

@@ -1,0 +1,80 @@
+"""The training loop and the result record, on a small generated ListOps set (CPU, seconds)."""
+
+import json
+import math
+
+import pytest
+
+from lra import train
+from lra.presets import make_config
+from lra.results import METRIC_KEYS, REQUIRED_KEYS
+
+
+def tiny_config(data_dir, results_dir, **train_overrides):
+    cfg = make_config("listops", "smoke", data_dir=str(data_dir), results_dir=str(results_dir), attention="softmax")
+    cfg.data.subdir, cfg.data.generate, cfg.data.seq_len = "", False, 128
+    cfg.model.dropout = 0.0
+    t = cfg.train
+    t.steps, t.batch_size, t.lr, t.warmup, t.eval_every, t.timing_warmup = 40, 16, 3e-3, 4, 20, 2
+    for k, v in train_overrides.items():
+        setattr(t, k, v)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def finished(listops_dir, tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    cfg = tiny_config(listops_dir, results)
+    return cfg, train.run(cfg, progress=False)
+
+
+def test_a_few_dozen_steps_lower_the_loss(finished):
+    _, record = finished
+    losses = [loss for _, loss in record["history"]["train"]]
+    assert len(losses) == 4
+    assert losses[-1] < losses[0] - 0.05, losses
+    assert losses[0] == pytest.approx(math.log(10), abs=0.3)  # starts near chance for 10 classes
+
+
+def test_record_has_every_contract_key_with_sane_values(finished):
+    cfg, record = finished
+    path = cfg.results_dir + f"/runs/{record['run_id']}.json"
+    on_disk = json.load(open(path))
+    for key in REQUIRED_KEYS:
+        assert key in on_disk, key
+    m = on_disk["metrics"]
+    for key in METRIC_KEYS:
+        assert m[key] is not None, key
+    assert on_disk["status"] == "ok" and on_disk["steps"] == 40
+    assert 0 <= m["test_accuracy"] <= 100 and 0 <= m["best_val_accuracy"] <= 100
+    assert m["train_throughput"] > 0 and m["eval_throughput"] > 0 and m["peak_memory_mb"] >= 0
+    assert on_disk["attention"] == "softmax" and on_disk["attention_options"] == {"dropout": 0.1, "impl": "sdpa"}
+    assert on_disk["config"]["train"]["steps"] == 40 and on_disk["config"]["data"]["seq_len"] == 128
+    assert set(on_disk["env"]) >= {"device", "device_name", "dtype", "torch", "cuda", "git_sha"}
+    assert on_disk["env"]["device"] == "cpu" and on_disk["env"]["dtype"] == "float32"
+    assert on_disk["num_params"] > 0
+    assert [s for s, _ in on_disk["history"]["eval"]] == [20, 40]
+    assert m["best_val_accuracy"] == max(a for _, a in on_disk["history"]["eval"])
+
+
+def test_no_stray_files_left_in_the_results_folder(finished):
+    cfg, record = finished
+    import pathlib
+
+    runs = list((pathlib.Path(cfg.results_dir) / "runs").iterdir())
+    assert [p.name for p in runs] == [record["run_id"] + ".json"]
+
+
+def test_same_seed_same_metrics(listops_dir, tmp_path, finished):
+    _, first = finished
+    again = train.run(tiny_config(listops_dir, tmp_path), progress=False)
+    assert again["history"] == first["history"]
+    assert again["metrics"]["test_accuracy"] == first["metrics"]["test_accuracy"]
+
+
+def test_batch_larger_than_the_dataset_is_a_clear_error(listops_dir, tmp_path):
+    from lra.errors import ConfigError
+
+    cfg = tiny_config(listops_dir, tmp_path, batch_size=1000)
+    with pytest.raises(ConfigError, match="fewer than the batch size"):
+        train.run(cfg, progress=False)
