@@ -53,6 +53,9 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 / fp16 on CUDA, fp32 on CPU
     timing_warmup: int = 5  # training steps left out of the throughput figure
     compile: bool = False  # torch.compile the model (applies to every attention alike)
+    # Ask torch for deterministic kernels (slower on CUDA; see docs/reliability.md). CPU runs are
+    # deterministic without it.
+    deterministic: bool = False
 
 
 @dataclass

@@ -85,6 +85,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def use_deterministic_kernels() -> None:
+    """Deterministic CUDA kernels where torch has them (cuBLAS needs its workspace pinned before
+    first use); operations without one warn instead of failing, and the warning names them."""
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
 def rng_state() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -208,6 +218,8 @@ def run(cfg: RunConfig, *, resume: bool = False, checkpoint_every: int | None = 
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ConfigError(f"--checkpoint-every must be >= 1, got {checkpoint_every}")
 
+    if cfg.train.deterministic:
+        use_deterministic_kernels()
     device = pick_device(cfg.device)
     dist = distributed.init(device.type)
     if dist.enabled and device.type == "cuda":
@@ -238,7 +250,7 @@ def run(cfg: RunConfig, *, resume: bool = False, checkpoint_every: int | None = 
     run_id = new_run_id(cfg.task, cfg.attention, cfg.preset, cfg.seed)
     ck_dir = ckpt.directory(cfg)
     state = {"step": 0, "best_acc": -1.0, "best_step": None, "best_model": None, "history": {"train": [], "eval": []},
-             "aux": [0.0, 0], "last_loss": None, "timer": None, "created_at": now()}
+             "aux": [0.0, 0], "last_loss": None, "loss_window": [0.0, 0], "timer": None, "created_at": now()}
     if resume:
         last = ck_dir / "last.pt"
         if last.exists():
@@ -333,9 +345,11 @@ def _train(cfg, train_model, model, optimizer, scheduler, precision, data, dist,
     params = [p for p in model.parameters() if p.requires_grad]
     log_every = max(10, t.steps // 500)
     guard_every = 1 if device.type == "cpu" else 10  # a finite-check syncs the GPU: not every step
-    loss_sum = torch.zeros((), device=device)
+    # The running sum of the loss since the last log point stays on the device (no sync per step);
+    # it is part of the checkpoint so a resumed run logs exactly the same curve.
+    loss_sum = torch.tensor(state["loss_window"][0], device=device)
+    logged, first_step = state["loss_window"][1], state["step"]
     nonfinite = torch.zeros((), device=device, dtype=torch.bool)
-    logged, first_step = 0, state["step"]
     bar = None
     if progress and dist.is_main:
         from tqdm import tqdm
@@ -349,8 +363,11 @@ def _train(cfg, train_model, model, optimizer, scheduler, precision, data, dist,
                 "run_id": run_id, "config": cfg.to_dict(), "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": precision.scaler.state_dict(), "rng": rng_state(),
-                "state": {**state, "timer": timer.state_dict()}})
+                "state": {**state, "timer": timer.state_dict(), "loss_window": [float(loss_sum), logged]}})
 
+    if dist.is_main:
+        print(f"[lra] training {run_id}: steps {state['step']}..{t.steps} on {device} "
+              f"({precision.mode}, {dist.world} process{'es' if dist.world > 1 else ''})", flush=True)
     train_model.train()
     while state["step"] < t.steps:
         step = state["step"]
@@ -387,7 +404,10 @@ def _train(cfg, train_model, model, optimizer, scheduler, precision, data, dist,
         state["step"] = step = step + 1
 
         if step % guard_every == 0 or step == t.steps:
-            if bool(nonfinite):
+            bad = bool(nonfinite)
+            if dist.enabled:  # every rank must stop together, or the others hang in the next collective
+                bad = distributed.all_reduce_sum([float(bad)], device)[0] > 0
+            if bad:
                 raise Diverged(
                     f"non-finite loss or gradients at step {step} (last finite training loss "
                     f"{state['last_loss']}); attention {cfg.attention} with options "
@@ -456,7 +476,7 @@ def evaluate(model, view: BatchView, cfg: RunConfig, precision: Precision, dist,
         correct += int((logits.argmax(-1) == batch["labels"]).sum())
         total += len(batch["labels"])
         if timer is not None:
-            timer.count(len(batch["labels"]))
+            timer.count(len(batch["labels"]) * dist.world)  # global samples/s (ranks run in step)
     if timer is not None:
         timer.stop()
     correct, total = distributed.all_reduce_sum([correct, total], device)

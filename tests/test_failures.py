@@ -1,0 +1,118 @@
+"""Failure cases: divergence, out-of-memory, crashes and concurrent writers never lose or corrupt a record."""
+
+import json
+import multiprocessing as mp
+from pathlib import Path
+
+import pytest
+import torch
+
+import attentions
+from attentions import AttentionBase
+from lra import train
+from lra.config import validate
+from lra.errors import ConfigError
+from lra.results import write_record
+from tests.test_train import tiny_config
+
+
+@pytest.fixture
+def faulty():
+    """An attention that misbehaves after a few training steps, the way a buggy variant would."""
+    from dataclasses import dataclass
+
+    @attentions.register("faulty")
+    class Faulty(AttentionBase):
+        """Softmax-free mixer that turns bad after `after` training forwards."""
+
+        @dataclass
+        class Options:
+            after: int = 3
+            fault: str = "nan"
+
+        calls = 0
+
+        def core(self, q, k, v, mask):
+            if self.training:
+                type(self).calls += 1
+            if type(self).calls > self.options.after:
+                if self.options.fault == "nan":
+                    return v * float("nan")
+                if self.options.fault == "oom":
+                    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+                raise RuntimeError("an unexpected bug")
+            return v
+
+    yield Faulty
+    attentions.unregister("faulty")
+
+
+def faulty_config(listops_dir, tmp_path, fault):
+    cfg = tiny_config(listops_dir, tmp_path, steps=20, eval_every=10)
+    cfg.attention, cfg.attention_options = "faulty", {"after": 6, "fault": fault}  # 2 layers: step 4 turns bad
+    return cfg
+
+
+def test_nan_stops_the_run_as_diverged_with_a_diagnostic(listops_dir, tmp_path, faulty):
+    faulty.calls = 0
+    record = train.run(faulty_config(listops_dir, tmp_path, "nan"), progress=False)
+    assert record["status"] == "diverged"
+    assert "non-finite loss or gradients at step 4" in record["error"]
+    assert "last finite training loss" in record["error"] and "faulty" in record["error"]
+    assert "'after': 6" in record["error"]
+    assert record["metrics"]["test_accuracy"] is None  # never a NaN that a table could average
+    on_disk = json.loads(Path(record["path"]).read_text())
+    assert on_disk["status"] == "diverged" and on_disk["steps"] == 4
+
+
+def test_out_of_memory_is_recorded_as_oom(listops_dir, tmp_path, faulty):
+    faulty.calls = 0
+    record = train.run(faulty_config(listops_dir, tmp_path, "oom"), progress=False)
+    assert record["status"] == "oom" and "out of memory" in record["error"]
+    assert json.loads(Path(record["path"]).read_text())["status"] == "oom"
+
+
+def test_a_crash_still_writes_a_failed_record_then_raises(listops_dir, tmp_path, faulty):
+    faulty.calls = 0
+    with pytest.raises(RuntimeError, match="an unexpected bug"):
+        train.run(faulty_config(listops_dir, tmp_path, "bug"), progress=False)
+    (path,) = (tmp_path / "runs").glob("*.json")
+    record = json.loads(path.read_text())
+    assert record["status"] == "failed" and "an unexpected bug" in record["error"]
+
+
+def _writer(args):
+    results_dir, worker = args
+    for i in range(25):
+        write_record(results_dir, {
+            "run_id": f"w{worker}-{i}", "task": "listops", "attention": "softmax", "attention_options": {},
+            "preset": "smoke", "seed": i, "status": "ok", "metrics": {"test_accuracy": float(i)},
+            "steps": i, "config": {"pad": "x" * 20000}, "env": {}, "created_at": "now"})
+    return worker
+
+
+def test_concurrent_writers_never_corrupt_or_lose_records(tmp_path):
+    with mp.get_context("fork").Pool(4) as pool:
+        assert sorted(pool.map(_writer, [(str(tmp_path), w) for w in range(4)])) == [0, 1, 2, 3]
+    files = sorted((tmp_path / "runs").iterdir())
+    assert len(files) == 100 and all(p.suffix == ".json" for p in files)  # no temporaries left
+    for p in files:
+        assert json.loads(p.read_text())["run_id"] == p.stem
+
+
+@pytest.mark.parametrize("section,key,value,message", [
+    ("train", "warmup", 500, "train.warmup must be in [0, train.steps=40]"),
+    ("train", "lr", -1.0, "train.lr must be > 0"),
+    ("model", "heads", 3, "must be divisible by model.heads (3)"),
+    ("data", "seq_len", 0, "data.seq_len must be >= 1"),
+    ("train", "eval_samples", 0, "train.eval_samples must be >= 1"),
+])
+def test_configuration_is_checked_before_any_work(listops_dir, tmp_path, section, key, value, message):
+    cfg = tiny_config(listops_dir, tmp_path)
+    setattr(getattr(cfg, section), key, value)
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert message in str(err.value)
+    with pytest.raises(ConfigError):
+        train.run(cfg, progress=False)
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,119 @@
+"""Checkpoints and exact resumption, in real subprocesses killed with real signals."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lra import checkpoint as ckpt
+from lra import train
+from lra.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+STEPS = 60
+
+
+def command(data_dir, results_dir, *extra):
+    return [sys.executable, "-m", "lra.cli", "train", "--task", "listops", "--attention", "softmax",
+            "--preset", "smoke", "--data-dir", str(data_dir), "--results-dir", str(results_dir),
+            "--set", "data.subdir=", "--set", "data.generate=false", "--seq-len", "128", "--steps", str(STEPS),
+            "--batch-size", "16", "--eval-every", "20", "--warmup", "5", "--no-progress", *extra]
+
+
+def env():
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def only_record(results_dir) -> dict:
+    records = list((Path(results_dir) / "runs").glob("*.json"))
+    assert len(records) == 1, records
+    return json.loads(records[0].read_text())
+
+
+def outcome(record) -> dict:
+    """What must be identical bit for bit between an uninterrupted and a resumed run."""
+    m = record["metrics"]
+    return {"history": record["history"], "test": m["test_accuracy"], "best": m["best_val_accuracy"],
+            "best_step": m["best_step"], "loss": m["final_train_loss"], "steps": record["steps"]}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(listops_dir, tmp_path_factory):
+    results = tmp_path_factory.mktemp("straight")
+    subprocess.run(command(listops_dir, results, "--checkpoint-every", "7"), check=True, env=env(),
+                   capture_output=True, cwd=ROOT)
+    return only_record(results)
+
+
+def test_sigkill_then_resume_ends_exactly_as_an_uninterrupted_run(listops_dir, tmp_path, uninterrupted):
+    cmd = command(listops_dir, tmp_path, "--checkpoint-every", "7")
+    proc = subprocess.Popen(cmd, env=env(), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = None
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        found = list(tmp_path.glob("checkpoints/*/last.pt"))
+        if found and ckpt.load(found[0])["state"]["step"] >= 14:
+            last = found[0]
+            break
+        time.sleep(0.05)
+    time.sleep(0.15)  # somewhere between two checkpoints
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    assert last is not None and not (tmp_path / "runs").exists()  # killed: no record yet
+    killed_at = ckpt.load(last)["state"]["step"]
+    assert 0 < killed_at < STEPS
+
+    done = subprocess.run(cmd + ["--resume"], env=env(), cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"at step {killed_at}" in done.stdout
+    resumed = only_record(tmp_path)
+    assert outcome(resumed) == outcome(uninterrupted)
+    assert not last.exists()  # a finished run leaves no resumable state behind
+    assert (last.parent / "best.pt").exists()
+
+
+def test_sigterm_writes_a_checkpoint_and_the_run_resumes(listops_dir, tmp_path, uninterrupted):
+    cmd = command(listops_dir, tmp_path, "--checkpoint-every", "1000")  # no periodic checkpoint
+    proc = subprocess.Popen(cmd, env=env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("[lra] training"):
+            break
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "stopped: SIGTERM received at step" in err and "--resume" in err
+    (last,) = tmp_path.glob("checkpoints/*/last.pt")
+    step = ckpt.load(last)["state"]["step"]
+    assert 0 < step < STEPS
+    done = subprocess.run(cmd + ["--resume"], env=env(), cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert outcome(only_record(tmp_path)) == outcome(uninterrupted)
+
+
+def test_resume_refuses_a_checkpoint_of_another_configuration(listops_dir, tmp_path):
+    from tests.test_train import tiny_config
+
+    cfg = tiny_config(listops_dir, tmp_path, steps=12, eval_every=6)
+    state_dir = ckpt.directory(cfg)
+    # leave a checkpoint behind as an interrupted run would
+    train.run(cfg, checkpoint_every=6, progress=False)
+    torch.save({"run_id": "x", "config": cfg.to_dict(), "state": {"step": 6}}, state_dir / "last.pt")
+    changed = tiny_config(listops_dir, tmp_path, steps=12, eval_every=6, lr=1e-3)
+    with pytest.raises(ConfigError) as err:
+        train.run(changed, resume=True, progress=False)
+    assert "train.lr: checkpoint 0.003, now 0.001" in str(err.value)
+    assert "without --resume" in str(err.value)
+
+
+def test_resume_without_a_checkpoint_starts_afresh(listops_dir, tmp_path, capsys):
+    from tests.test_train import tiny_config
+
+    record = train.run(tiny_config(listops_dir, tmp_path, steps=8, eval_every=4), resume=True, progress=False)
+    assert record["status"] == "ok" and "starting afresh" in capsys.readouterr().out
