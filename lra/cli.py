@@ -88,12 +88,16 @@ def config_from_args(args):
 
 
 def cmd_train(args) -> int:
-    from lra import train
+    from lra import distributed, train
 
     cfg = config_from_args(args)
     every = args.checkpoint_every if args.checkpoint_every is not None else cfg.train.eval_every
-    record = train.run(cfg, resume=args.resume, checkpoint_every=every, progress=not args.no_progress)
-    print_summary([record])
+    try:
+        record = train.run(cfg, resume=args.resume, checkpoint_every=every, progress=not args.no_progress)
+    finally:
+        distributed.shutdown()
+    if distributed.from_env().is_main:  # under torchrun, one summary
+        print_summary([record])
     return 0 if record["status"] == "ok" else 1
 
 

@@ -358,12 +358,17 @@ def _train(cfg, train_model, model, optimizer, scheduler, precision, data, dist,
                    dynamic_ncols=True, mininterval=1.0)
 
     def save_last():
+        # Collective under DDP (every rank calls it at the same step): the saved loss window is the
+        # ranks' average, so the sum over ranks, and with it the next logged loss, is preserved.
+        window = float(loss_sum)
+        if dist.enabled:
+            window = distributed.all_reduce_sum([window], device)[0] / dist.world
         if dist.is_main:
             ckpt.save(ck_dir / "last.pt", {
                 "run_id": run_id, "config": cfg.to_dict(), "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": precision.scaler.state_dict(), "rng": rng_state(),
-                "state": {**state, "timer": timer.state_dict(), "loss_window": [float(loss_sum), logged]}})
+                "state": {**state, "timer": timer.state_dict(), "loss_window": [window, logged]}})
 
     if dist.is_main:
         print(f"[lra] training {run_id}: steps {state['step']}..{t.steps} on {device} "
@@ -403,11 +408,15 @@ def _train(cfg, train_model, model, optimizer, scheduler, precision, data, dist,
             state["aux"][1] += 1
         state["step"] = step = step + 1
 
+        stopping = False
         if step % guard_every == 0 or step == t.steps:
-            bad = bool(nonfinite)
-            if dist.enabled:  # every rank must stop together, or the others hang in the next collective
-                bad = distributed.all_reduce_sum([float(bad)], device)[0] > 0
-            if bad:
+            # Divergence and signals are decided by all ranks together at the same step: a rank
+            # that stopped alone would leave the others hanging in their next collective.
+            flags = [float(bool(nonfinite)), float(stop["signum"] is not None and step < t.steps)]
+            if dist.enabled:
+                flags = distributed.all_reduce_sum(flags, device)
+            stopping = flags[1] > 0
+            if flags[0] > 0:
                 raise Diverged(
                     f"non-finite loss or gradients at step {step} (last finite training loss "
                     f"{state['last_loss']}); attention {cfg.attention} with options "
@@ -444,14 +453,14 @@ def _train(cfg, train_model, model, optimizer, scheduler, precision, data, dist,
                                 if state["history"]["eval"] else "-", samples_s=f"{rate:.0f}" if rate else "-")
         if checkpoint_every and step % checkpoint_every == 0 and step < t.steps:
             save_last()
-        if stop["signum"] is not None:
+        if stopping:
             timer.stop()
             save_last()
             if bar is not None:
                 bar.close()
-            name = signal.Signals(stop["signum"]).name
-            raise Interrupted(f"{name} received at step {step}: checkpoint written to {ck_dir / 'last.pt'}; "
-                              f"continue with the same command and --resume", stop["signum"])
+            signum = stop["signum"] or signal.SIGTERM  # a rank told by another rank
+            raise Interrupted(f"{signal.Signals(signum).name} received at step {step}: checkpoint written to "
+                              f"{ck_dir / 'last.pt'}; continue with the same command and --resume", signum)
     timer.stop()
     if bar is not None:
         bar.close()
