@@ -27,6 +27,13 @@ is a record with status "oom". On CPU each measuring process may add at most
 are loaded, so an oversized cell fails with an allocation error (recorded as "oom") instead of
 waking the kernel's OOM killer, which could end this process or a neighbour.
 
+CPU threads. A CPU measurement runs on one thread by default (--threads; 0 = torch's default of
+one per core): with several, every parallel operation waits for all its threads, so a step stalls
+whenever another process holds a core, and figures swing with whatever else the machine runs
+(measured on the 2-core development machine under load: a 256-token training step took 1.1 s
+with 2 threads and 0.02 s with 1). The thread count is part of the device name in the record, so
+figures taken with different counts never share a table.
+
 CPU batch. A CPU cannot run every task at the paper batch in reasonable time, so without
 --batch-size the batch on CPU is the largest that keeps batch x inputs x length within --cpu-tokens
 (default 16384 tokens per step), the same for every attention of a task so the figures stay
@@ -181,6 +188,8 @@ def measure(spec: dict, limit_memory: bool = False) -> dict:
     validate(cfg)
     phase = spec["phase"]
     device = pick_device(cfg.device)
+    if spec.get("threads") and device.type == "cpu":
+        torch.set_num_threads(spec["threads"])
     precision = Precision(cfg.train.precision, device)
     B = cfg.train.batch_size
     out = {"phase": phase, "status": "failed", "env": environment(device, precision.dtype), "num_params": None,
@@ -460,6 +469,9 @@ def add_parser(sub) -> None:
     r.add_argument("--warmup-steps", type=int, help="untimed steps first (default: 2 on CPU, 10 on CUDA)")
     r.add_argument("--steps", type=int, help="timed steps, at least (default: 5 on CPU, 20 on CUDA)")
     r.add_argument("--min-seconds", type=float, help="keep timing until this many seconds (default 3 CPU, 2 CUDA)")
+    r.add_argument("--threads", type=int, default=1,
+                   help="CPU threads of each measuring process (default 1; 0 = torch's default, one per core): "
+                        "several threads stall on each other whenever another process holds a core")
     r.add_argument("--cpu-tokens", type=int, default=CPU_TOKENS,
                    help=f"CPU batch cap: batch x inputs x length per step (default {CPU_TOKENS})")
     r.add_argument("--cpu-memory-limit-mb", type=int, default=None,
@@ -495,10 +507,10 @@ def cmd_bench(args) -> int:
     bad = [p for p in phases if p not in PHASES]
     if bad or not phases:
         raise ConfigError(f"--phases takes train, eval or both (comma list), got {args.phases!r}")
-    for flag in ("batch_size", "seq_len", "warmup_steps", "cpu_tokens"):
-        v = getattr(args, flag)
-        if v is not None and v < (0 if flag == "warmup_steps" else 1):
-            raise ConfigError(f"--{flag.replace('_', '-')} must be >= {0 if flag == 'warmup_steps' else 1}, got {v}")
+    for flag in ("batch_size", "seq_len", "warmup_steps", "cpu_tokens", "threads"):
+        v, low = getattr(args, flag), 0 if flag in ("warmup_steps", "threads") else 1
+        if v is not None and v < low:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be >= {low}, got {v}")
     if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {args.steps}")
     task_names = expand_tasks(args.task)
@@ -508,6 +520,8 @@ def cmd_bench(args) -> int:
     if device.type == "cpu":
         limit = args.cpu_memory_limit_mb if args.cpu_memory_limit_mb is not None else (memory_total_mb() or 0) // 2
         limit = limit or None
+    if args.threads and device.type == "cpu":
+        torch.set_num_threads(args.threads)  # here too, so this process names the device as the measurements do
     env_here = environment(device, torch.float32)
     os.environ.setdefault("LRA_GIT_SHA", env_here["git_sha"])  # every measuring process reports this checkout
 
@@ -551,7 +565,7 @@ def cmd_bench(args) -> int:
         results = {}
         for phase in phases:
             spec = {"config": cfg.to_dict(), "phase": phase, **timing, "max_step_seconds": None,
-                    "memory_limit_mb": limit}
+                    "memory_limit_mb": limit, "threads": args.threads}
             results[phase] = run_measurement(spec, in_process=args.in_process, timeout=args.timeout)
         record = build_record(cell, results, timing=timing, memory_limit_mb=limit, env_fallback=env_here,
                               created_at=created)
@@ -621,7 +635,8 @@ def _scaling(args, device, task_names, attention_names, phases, timing, limit, e
                 cell = Cell(task_name, attention, cfg, f"scaling sweep at batch {batch}", kind="scaling", scaling=info)
                 created = now()
                 results = {p: run_measurement({"config": cfg.to_dict(), "phase": p, **timing,
-                                               "max_step_seconds": budget, "memory_limit_mb": limit},
+                                               "max_step_seconds": budget, "memory_limit_mb": limit,
+                                               "threads": args.threads},
                                               in_process=args.in_process, timeout=args.timeout)
                            for p in phases}
                 first = results[phases[0]]
