@@ -261,9 +261,17 @@ class Builder:
             if r not in good:
                 bad[r.rec.get("status", "failed")] = bad.get(r.rec.get("status", "failed"), 0) + 1
         bad_text = ", ".join(f"{n} {s}" for s, n in sorted(bad.items()))
-        lines = [f"`{r.id}` (seed {r.rec.get('seed')}, {r.rec.get('status')}"
-                 + (f", {r.metric('test_accuracy'):.2f}%" if r.metric("test_accuracy") is not None else "")
-                 + f"; {describe_env(r)}; {describe_train(r)}; record {r.rel})" for r in chosen]
+        def run_text(r):
+            acc = r.metric("test_accuracy")
+            return (f"`{r.id}` (seed {r.rec.get('seed')}, {r.rec.get('status')}"
+                    + (f", {acc:.2f}%" if acc is not None else "") + f"; record {r.rel})")
+
+        contexts = {(describe_env(r), describe_train(r)) for r in chosen}
+        if len(contexts) == 1:  # the usual case: the seeds differ in nothing else
+            (env, train), = contexts
+            lines = [", ".join(run_text(r) for r in chosen) + f"; {env}; {train}"]
+        else:
+            lines = [f"{run_text(r)}: {describe_env(r)}; {describe_train(r)}" for r in chosen]
         ref = self.sources.add(f"{where}: " + "; ".join(lines))
         if not good:
             return f"{bad_text} {ref}", None
@@ -629,7 +637,7 @@ class Builder:
         return (f"![accuracy against training throughput]({name})\n\n"
                 f"Accuracy against training throughput relative to {self.baseline} on the same device "
                 f"(the paper's T unit is not stated, so only ratios compare). Filled: ours "
-                f"({n_ours} points: {self.primary or 'no'} preset accuracy, "
+                f"({n_ours} point{'s' * (n_ours != 1)}: {self.primary or 'no'} preset accuracy, "
                 f"{'throughput on ' + group[1] if group else 'no bench records'}); hollow: published "
                 f"(PolaFormer Table 4 accuracy, Table 6 throughput).")
 
