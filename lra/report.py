@@ -661,9 +661,9 @@ class Builder:
             "",
             "Regenerate (the README explains each step):",
             "",
-            "    lra bench --task all --attention all --device cpu --skip-existing   # Table 6 T / M",
-            "    lra bench --scaling --attention all --device cpu                     # scaling sweep",
-            "    python run_lra.py --task listops --attention all --preset smoke      # accuracy (smoke)",
+            "    lra bench --task all --attention all --device cpu --skip-existing                # Table 6 T / M",
+            "    lra bench --scaling --attention all --device cpu                                 # scaling sweep",
+            "    python run_lra.py --task listops --attention all --preset smoke --seeds 0,1,2    # accuracy (smoke)",
             "    lra report",
             "",
         ]

@@ -170,3 +170,33 @@ def test_fit_slope_recovers_power_laws():
     assert fit_slope([256], [1.0]) is None
     noisy = [x ** 1.5 * (1.1 if i % 2 else 0.9) for i, x in enumerate(n)]
     assert 1.3 < fit_slope(n, noisy) < 1.7
+
+
+@pytest.fixture
+def pair_task():
+    """A two-input task (like Retrieval), registered for this test only."""
+    from tasks.base import _TASKS, Recipe, Smoke, Task
+
+    class Pair(Task):
+        name = "toy-pair"
+        description = "two-input test task"
+        max_len, vocab_size, num_classes, num_inputs = 64, 257, 2, 2
+        recipe = Recipe(seq_len=64, batch_size=16, lr=1e-4, warmup=10, eval_every=10, eval_samples=None)
+        smoke = Smoke(seq_len=64)
+
+    yield _TASKS["toy-pair"]
+    _TASKS.pop("toy-pair", None)
+
+
+def test_two_input_tasks_are_measured_with_both_inputs(pair_task):
+    batch, reason = choose_batch(pair_task, 64, None, "cpu", 1024)
+    assert batch == 8 and "16 x 128 tokens" in reason  # both inputs count against the CPU budget
+    cfg = make_config("toy-pair", "paper", attention="softmax", device="cpu")
+    cfg.train.batch_size = batch
+    device = torch.device("cpu")
+    model, b, step = make_step(cfg, "train", device, Precision("fp32", device), total_steps=10)
+    assert b["ids"].shape == (8, 2, 64) and model.num_inputs == 2
+    step()
+    out = measure({"config": cfg.to_dict(), "phase": "eval", "warmup": 1, "steps": 2, "min_seconds": 0.0,
+                   "max_steps": 2})
+    assert out["status"] == "ok" and out["throughput"] > 0

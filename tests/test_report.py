@@ -132,9 +132,10 @@ def test_table4_mean_std_statuses_latest_per_seed_and_bold(tmp_path, toy):
 
 def test_average_needs_all_five_tasks(tmp_path):
     recs = write_all(tmp_path, [record(t, "softmax", acc=50.0 + i, preset="paper")
-                                for i, t in enumerate(paper.TASKS)])
+                                for i, t in enumerate(paper.TASKS)] + [record("pathx", "softmax", acc=10.0, preset="paper")])
     md = build_report(recs).markdown
-    assert cell(md, "| softmax ", "Avg (5 tasks)") == "**52.00**"
+    assert cell(md, "| softmax ", "Avg (5 tasks)") == "**52.00**"  # Path-X is not in the paper's average
+    assert cell(md, "| softmax ", "Path-X").startswith("**10.00 (n=1)** [S")
     assert "### paper preset" in md
 
 
