@@ -35,8 +35,11 @@ def key_value(text: str) -> tuple[str, str]:
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to run")
-    g.add_argument("--task", default="listops", help="task name (see `lra list`); default listops")
-    g.add_argument("--attention", default=None, help="attention name (see `lra list`); default: the suite's headline method")
+    g.add_argument("--task", default="listops",
+                   help="task name (see `lra list`); default listops. A comma list or `all` runs a grid")
+    g.add_argument("--attention", default=None,
+                   help="attention name (see `lra list`); default: the suite's headline method. "
+                        "A comma list or `all` runs a grid")
     g.add_argument("--preset", default="smoke", help="smoke | quick | paper (default smoke)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("-o", "--option", action="append", type=key_value, default=[], metavar="KEY=VALUE",
@@ -62,6 +65,9 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--checkpoint-every", type=int, default=None, metavar="K",
                    help="write a checkpoint every K steps (default: at every evaluation)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from lra.grid import add_grid_arguments
+
+    add_grid_arguments(p)
 
 
 def config_from_args(args):
@@ -88,8 +94,10 @@ def config_from_args(args):
 
 
 def cmd_train(args) -> int:
-    from lra import distributed, train
+    from lra import distributed, grid, train
 
+    if grid.is_grid(args):  # several cells: each in its own process
+        return grid.run_grid(args)
     cfg = config_from_args(args)
     every = args.checkpoint_every if args.checkpoint_every is not None else cfg.train.eval_every
     try:
