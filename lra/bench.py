@@ -119,12 +119,14 @@ def set_memory_limit(limit_mb: int | None) -> str | None:
 def make_step(cfg, phase: str, device, precision, total_steps: int):
     """The model, its random batch and one step of `phase`: "train" = forward + backward + the
     training recipe's optimiser step (AdamW, one-cycle schedule, clipping, gradient scaler), as in
-    lra/train.py; "eval" = forward only, in eval mode under no_grad."""
+    lra/train.py (its own `train_step`); "eval" = forward only, in eval mode under no_grad."""
+    import dataclasses
+
     import torch
-    import torch.nn.functional as F
 
     import tasks
     from lra.model import Classifier
+    from lra.train import make_scheduler, train_step
 
     task = tasks.get(cfg.task)
     torch.manual_seed(cfg.seed)
@@ -146,27 +148,10 @@ def make_step(cfg, phase: str, device, precision, total_steps: int):
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps, weight_decay=t.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=t.lr, total_steps=total_steps, pct_start=min(0.5, max(t.warmup, 1) / total_steps),
-        anneal_strategy="linear", cycle_momentum=t.cycle_momentum)
+    scheduler = make_scheduler(optimizer, dataclasses.replace(t, steps=total_steps))
 
     def step():
-        with precision.autocast():
-            logits = run_model(batch["ids"], batch["mask"])
-            loss = F.cross_entropy(logits.float(), batch["labels"])
-            aux = model.aux_loss()
-            full = loss if aux is None else loss + aux
-        precision.scaler.scale(full).backward()
-        precision.scaler.unscale_(optimizer)
-        if t.grad_clip > 0:
-            if t.grad_clip_mode == "value":
-                torch.nn.utils.clip_grad_value_(params, t.grad_clip)
-            else:
-                torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
-        precision.scaler.step(optimizer)
-        precision.scaler.update()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        train_step(model, run_model, batch, optimizer, scheduler, precision, params, t)
 
     return model, batch, step
 

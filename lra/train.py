@@ -79,6 +79,53 @@ class Precision:
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
 
 
+def make_scheduler(optimizer, t) -> torch.optim.lr_scheduler.LRScheduler:
+    """torch's OneCycleLR with linear annealing, as the Skyformer port ran it: from lr/25 up to lr
+    over the warm-up, then down to lr/25e4 at the last step.
+
+    OneCycleLR divides by (warm-up - 1) and by the steps left after the warm-up, so the warm-up is
+    clamped into [2, steps - 1] (a warm-up of 0 or 1 step becomes 2); runs of fewer than 3 steps
+    (benchmarks, checks) keep the peak learning rate throughout.
+    """
+    if t.steps < 3:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    warmup = min(max(t.warmup, 2), t.steps - 1)
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=t.lr, total_steps=t.steps, pct_start=warmup / t.steps,
+        anneal_strategy="linear", cycle_momentum=t.cycle_momentum)
+
+
+def train_step(model, train_model, batch: dict, optimizer, scheduler, precision: Precision, params: list,
+               t) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """One optimisation step exactly as training runs it; `lra bench` times this same function.
+
+    `model` is the bare Classifier (for its auxiliary losses), `train_model` what runs the forward
+    (the model itself, or its DDP / compiled wrapper). Returns the detached task loss, the
+    auxiliary loss (or None) and a 0-dim bool tensor that is True if the loss or the gradients are
+    not finite (with an fp16 scaler, inf gradients are skipped steps, not divergence).
+    """
+    with precision.autocast():
+        logits = train_model(batch["ids"], batch["mask"])
+        loss = F.cross_entropy(logits.float(), batch["labels"])
+        aux = model.aux_loss()
+        total = loss if aux is None else loss + aux
+    precision.scaler.scale(total).backward()
+    precision.scaler.unscale_(optimizer)
+    bad = ~torch.isfinite(loss.detach())
+    if not precision.scaler.is_enabled():
+        bad = bad | ~torch.isfinite(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
+    if t.grad_clip > 0:
+        if t.grad_clip_mode == "value":
+            torch.nn.utils.clip_grad_value_(params, t.grad_clip)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+    precision.scaler.step(optimizer)
+    precision.scaler.update()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach(), aux, bad
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -243,9 +290,7 @@ def run(cfg: RunConfig, *, resume: bool = False, checkpoint_every: int | None = 
     t = cfg.train
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps,
                                   weight_decay=t.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=t.lr, total_steps=t.steps, pct_start=max(t.warmup, 1) / t.steps,
-        anneal_strategy="linear", cycle_momentum=t.cycle_momentum)
+    scheduler = make_scheduler(optimizer, t)
 
     run_id = new_run_id(cfg.task, cfg.attention, cfg.preset, cfg.seed)
     ck_dir = ckpt.directory(cfg)
@@ -380,28 +425,10 @@ def _train(cfg, train_model, model, optimizer, scheduler, precision, data, dist,
             memory.start()
             timer.start()
         batch = to_device(next(it), device)
-        with precision.autocast():
-            logits = train_model(batch["ids"], batch["mask"])
-            loss = F.cross_entropy(logits.float(), batch["labels"])
-            aux = model.aux_loss()
-            total = loss if aux is None else loss + aux
-        precision.scaler.scale(total).backward()
-        precision.scaler.unscale_(optimizer)
-        grads = [p.grad for p in params if p.grad is not None]
-        if not precision.scaler.is_enabled():  # with a scaler, inf gradients are skipped steps, not divergence
-            nonfinite |= ~torch.isfinite(torch.nn.utils.get_total_norm(grads))
-        nonfinite |= ~torch.isfinite(loss)
-        if t.grad_clip > 0:
-            if t.grad_clip_mode == "value":
-                torch.nn.utils.clip_grad_value_(params, t.grad_clip)
-            else:
-                torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
-        precision.scaler.step(optimizer)
-        precision.scaler.update()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss, aux, bad = train_step(model, train_model, batch, optimizer, scheduler, precision, params, t)
+        nonfinite |= bad
         timer.count(t.batch_size)  # global samples per step
-        loss_sum += loss.detach()
+        loss_sum += loss
         logged += 1
         if aux is not None:
             state["aux"][0] += float(aux.detach())

@@ -78,3 +78,31 @@ def test_batch_larger_than_the_dataset_is_a_clear_error(listops_dir, tmp_path):
     cfg = tiny_config(listops_dir, tmp_path, batch_size=1000)
     with pytest.raises(ConfigError, match="fewer than the batch size"):
         train.run(cfg, progress=False)
+
+
+@pytest.mark.parametrize("steps,warmup", [(1, 0), (2, 1), (3, 0), (10, 1), (10, 10), (50, 5)])
+def test_schedule_is_defined_for_every_warmup_and_ends_near_zero(steps, warmup):
+    import torch
+
+    from lra.config import TrainConfig
+
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    sched = train.make_scheduler(opt, TrainConfig(steps=steps, warmup=warmup, lr=1e-3))
+    lrs = []
+    for _ in range(steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert all(0 < lr <= 1e-3 + 1e-12 for lr in lrs)
+    if steps >= 3:
+        assert max(lrs) == pytest.approx(1e-3) and lrs[0] == pytest.approx(1e-3 / 25)
+        assert lrs[-1] < lrs[0]  # decays to (almost) nothing by the end
+
+
+def test_a_ten_step_run_from_the_command_line(listops_dir, tmp_path, capsys):
+    from lra.cli import main
+
+    code = main(["train", "--attention", "softmax", "--data-dir", str(listops_dir), "--results-dir", str(tmp_path),
+                 "--set", "data.subdir=", "--set", "data.generate=false", "--seq-len", "64", "--steps", "10",
+                 "--no-progress"])
+    assert code == 0 and "ok" in capsys.readouterr().out
