@@ -139,7 +139,11 @@ class Text(Task):
         kind, path = self._find(Path(data_dir), options)
         part = SOURCE_SPLIT[split]
         if kind == "folder":
-            return [path / part / "neg", path / part / "pos"]
+            folders = [path / part / "neg", path / part / "pos"]
+            for f in folders:
+                if not f.is_dir():
+                    raise DataError(f"{f}: missing (an aclImdb folder holds {part}/neg and {part}/pos)")
+            return folders
         if kind == "archive":
             return [path]
         files = hub.split_files(path, part)
