@@ -224,15 +224,15 @@ class Pathfinder(_Pathfinder):
     resolution = 32
     max_len = 32 * 32
     recipe = Recipe(seq_len=1024, batch_size=128, lr=2e-4, warmup=312, eval_every=500, eval_samples=156 * 128)
-    smoke = Smoke(seq_len=1024, generator=dict(images=1200, per_batch=200))
+    smoke = Smoke(seq_len=256, generator=dict(images=600, per_batch=100))  # CPU-sized: the first 8 rows
 
 
 class PathX(_Pathfinder):
     """Path-X: Pathfinder at 128x128 (16K tokens).
 
     Not in the PolaFormer/Skyformer tables: its `paper` preset is Pathfinder's recipe at the full
-    16,384 tokens. The `smoke` preset only checks the plumbing on CPU: a few generated images,
-    cut to their first 1,024 pixels.
+    16,384 tokens. The `smoke` preset only checks the plumbing on CPU: 40 generated images, cut to
+    their first 256 pixels.
     """
 
     name = "pathx"
@@ -240,4 +240,4 @@ class PathX(_Pathfinder):
     resolution = 128
     max_len = 128 * 128
     recipe = Recipe(seq_len=16384, batch_size=128, lr=2e-4, warmup=312, eval_every=500, eval_samples=156 * 128)
-    smoke = Smoke(seq_len=1024, generator=dict(images=100, per_batch=50))
+    smoke = Smoke(seq_len=256, generator=dict(images=40, per_batch=20))

@@ -84,7 +84,7 @@ class Retrieval(Task):
     token_offset = 1
     storage_dtype = np.uint8
     recipe = Recipe(seq_len=4096, batch_size=16, lr=2e-4, warmup=800, eval_every=1000, eval_samples=300 * 16)
-    smoke = Smoke(seq_len=256, max_train=2048, max_val=256, max_test=256)
+    smoke = Smoke(seq_len=128, max_train=2048, max_val=256, max_test=256)  # x 2 documents
 
     @dataclass
     class Options:

@@ -161,12 +161,23 @@ def _downsample(a: np.ndarray, size: int) -> np.ndarray:
     return np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)
 
 
+class DashSprite(NamedTuple):
+    line: np.ndarray  # (2r+1)^2 ink of a dash drawn from the centre pixel, in [0, 1]
+    foot: np.ndarray  # its footprint: the line dilated by the margin, in [0, 1]
+    core: np.ndarray  # (k, 2) offsets where the footprint is full: a seed needs them free
+    ink: np.ndarray  # bool: the dash's pixels (line >= INK)
+    halo: np.ndarray  # bool: those pixels and their 8 neighbours
+    hot: np.ndarray  # flat canvas offsets (from the window's corner) where foot >= 0.8 ...
+    hot_val: np.ndarray  # ... and foot there: only these can reach the collision sum of 1.8
+    ink_flat: np.ndarray  # flat canvas offsets of the ink pixels
+
+
 class Sprites:
     """Dashes and their footprints, rendered once per orientation (pixels are integers, so a dash
-    drawn from a pixel depends only on its angle)."""
+    drawn from a pixel depends only on its angle). `width`: the padded canvas width, for flat offsets."""
 
-    def __init__(self, s: Settings, margin: int):
-        self.s, self.margin = s, margin
+    def __init__(self, s: Settings, margin: int, width: int = 0):
+        self.s, self.margin, self.width = s, margin, width
         self.r = s.dash_length + int(math.ceil(s.thickness)) + margin  # patch half-size
         self._cache: dict = {}
 
@@ -197,7 +208,12 @@ class Sprites:
             for dx in (-1, 0, 1):
                 halo[max(dy, 0) : small + min(dy, 0), max(dx, 0) : small + min(dx, 0)] |= \
                     ink[max(-dy, 0) : small + min(-dy, 0), max(-dx, 0) : small + min(-dx, 0)]
-        return line, foot, core, ink, halo
+        # footprints are at most 1, so a sum >= 1.8 needs foot >= 0.8: the only pixels worth testing
+        hot_yx = np.argwhere(foot >= 0.8 - 1e-6)
+        hot = hot_yx[:, 0] * self.width + hot_yx[:, 1]
+        ink_yx = np.argwhere(ink)
+        return DashSprite(line, foot, core, ink, halo, hot, foot[hot_yx[:, 0], hot_yx[:, 1]],
+                          ink_yx[:, 0] * self.width + ink_yx[:, 1])
 
 
 @lru_cache(maxsize=8)
@@ -274,7 +290,7 @@ class Sample:
         n = self.settings.size
         out = np.zeros((n, n), np.float32)
         for dash in self.snakes[k].dashes:
-            line = sprites.get(dash.angle)[0]
+            line = sprites.get(dash.angle).line
             (iy, ix), (py, px) = _window(dash.start, sprites.r, n)
             np.maximum(out[iy, ix], line[py, px], out=out[iy, ix])
         return out
@@ -285,12 +301,13 @@ class _Geometry:
 
     def __init__(self, s: Settings, margin: int):
         self.s, self.m = s, margin
-        self.sprites = Sprites(s, margin)
         L, n = s.dash_length, s.size
         self.R = L + margin  # candidate circle radius
+        r = L + int(math.ceil(s.thickness)) + margin
         # Pivots may lie up to ~L + 3m outside the image; candidates and their margin disks further.
-        self.P = self.sprites.r + 2 * (L + 3 * margin) + 2
+        self.P = r + 2 * (L + 3 * margin) + 2
         self.W = n + 2 * self.P
+        self.sprites = Sprites(s, margin, self.W)
         inside = np.zeros((self.W, self.W), np.float32)
         inside[self.P : self.P + n, self.P : self.P + n] = 1
         self.inside = inside.ravel()
@@ -300,15 +317,18 @@ class _Geometry:
         self.disk_flat = (self.offs[:, None, 0] + disk[None, :, 0]) * self.W + self.offs[:, None, 1] + disk[None, :, 1]
         self._smooth: dict = {}
 
-    def smooth(self, heading: float) -> np.ndarray:
-        """cos^2(min(turn x continuity, pi/2)) of each candidate, for a heading."""
-        key = round(heading, 9)
-        w = self._smooth.get(key)
-        if w is None:
+    def candidates(self, heading: float):
+        """The candidates a snake with this heading may turn to (cos^2(min(turn x continuity, pi/2))
+        > 0), with those weights: (weights, flat offsets, flat offsets of their margin disks,
+        offsets, angles). Zero-weight candidates can never be drawn, so they are dropped."""
+        hit = self._smooth.get(heading)
+        if hit is None:
             turn = np.abs(self.angles - heading)
             turn = np.minimum(turn, 2 * np.pi - turn)
-            w = self._smooth[key] = np.maximum(np.cos(np.minimum(turn * self.s.continuity, np.pi / 2)), 0.0) ** 2
-        return w
+            w = np.maximum(np.cos(np.minimum(turn * self.s.continuity, np.pi / 2)), 0.0) ** 2
+            k = w > 0
+            hit = self._smooth[heading] = (w[k], self.cand_flat[k], self.disk_flat[k], self.offs[k], self.angles[k])
+        return hit
 
 
 class _Scene:
@@ -351,19 +371,21 @@ class _Scene:
 
     def _fits(self, snake: Snake, angle: float, p) -> bool:
         """No overlap of footprints (soft sum >= 1.8), and clear of the other target if asked."""
-        _, foot, _, ink, _ = self.g.sprites.get(angle)
-        win = self._win(p)
-        if float((snake.occ[win] + foot).max()) >= 1.8:
+        sp = self.g.sprites.get(angle)
+        r, P, W = sp.line.shape[0] // 2, self.g.P, self.g.W
+        corner = (p[0] + P - r) * W + p[1] + P - r
+        if float((snake.occ.ravel()[corner + sp.hot] + sp.hot_val).max(initial=0.0)) >= 1.8:
             return False
         if snake.halo is not None:
             for other in self.growing:
-                if other is not snake and other.halo is not None and (other.halo[win] & ink).any():
+                if other is not snake and other.halo is not None and other.halo.ravel()[corner + sp.ink_flat].any():
                     return False
         return True
 
     def _place(self, snake: Snake, angle: float, start, near, far) -> None:
         """Add a dash whose sprite starts at `start`; the snake's previous dash becomes committed."""
-        _, foot, _, _, halo = self.g.sprites.get(angle)
+        sp = self.g.sprites.get(angle)
+        foot, halo = sp.foot, sp.halo
         win = self._win(start)
         if snake.halo is not None:
             snake.halo[win] |= halo
@@ -394,7 +416,7 @@ class _Scene:
         for snake in self.snakes:
             for d in snake.dashes:
                 win = self._win(d.start)
-                np.maximum(ink[win], snake.contrast * sprites.get(d.angle)[0], out=ink[win])
+                np.maximum(ink[win], snake.contrast * sprites.get(d.angle).line, out=ink[win])
         return self.inner(ink)
 
     def _random_angle(self) -> float:
@@ -436,7 +458,7 @@ class _Scene:
         blocked[:band], blocked[n - band :], blocked[:, :band], blocked[:, n - band :] = True, True, True, True
         for _ in range(s.segment_retries + 1):
             angle = self._random_angle()
-            start = self._sample_start(blocked, self.g.sprites.get(angle)[2])
+            start = self._sample_start(blocked, self.g.sprites.get(angle).core)
             if start is None:
                 return False
             head = _step(start, angle, L)
@@ -469,25 +491,26 @@ class _Scene:
 
     def extend(self, snake: Snake) -> bool:
         """Add one dash to `snake`, turning smoothly into free space; False at a dead end."""
-        g, s, L, m = self.g, self.s, self.s.dash_length, self.g.m
+        g, L, m = self.g, self.s.dash_length, self.g.m
         pivot = _step(snake.pivot, snake.heading, L + 2 * m)
-        occ = snake.occ
+        smooth, cand_flat, disk_flat, offs, angles = g.candidates(snake.heading)
+        if len(smooth) == 0:
+            return False
         centre = (pivot[0] + g.P) * g.W + pivot[1] + g.P
-        flat = occ.ravel()
         # free space = 1 - occupancy dilated by the margin, evaluated at the candidates only
-        near_occ = flat[centre + g.disk_flat].max(axis=1)
-        weight = (1.0 - near_occ) * g.smooth(snake.heading) * g.inside[centre + g.cand_flat]
+        near_occ = snake.occ.ravel()[centre + disk_flat].max(axis=1)
+        weight = (1.0 - near_occ) * smooth * g.inside[centre + cand_flat]
         total = float(weight.sum())
         if total < 1e-4:
             return False
         cdf = np.cumsum(weight)
-        for _ in range(s.segment_retries + 1):
+        for _ in range(self.s.segment_retries + 1):
             i = min(int(np.searchsorted(cdf, self.rng.random() * total, side="right")), len(cdf) - 1)
-            far = (pivot[0] + int(g.offs[i, 0]), pivot[1] + int(g.offs[i, 1]))
-            angle = _flip(float(g.angles[i]))  # drawn from the far end back towards the pivot
+            far = (pivot[0] + int(offs[i, 0]), pivot[1] + int(offs[i, 1]))
+            angle = _flip(float(angles[i]))  # drawn from the far end back towards the pivot
             if self._fits(snake, angle, far):
                 self._place(snake, angle, far, _step(far, angle, L), far)
-                snake.pivot, snake.heading = pivot, float(g.angles[i])
+                snake.pivot, snake.heading = pivot, float(angles[i])
                 return True
         return False
 

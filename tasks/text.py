@@ -110,7 +110,7 @@ class Text(Task):
     token_offset = 1
     storage_dtype = np.uint8
     recipe = Recipe(seq_len=4096, batch_size=32, lr=1e-4, warmup=80, eval_every=500, eval_samples=200 * 32)
-    smoke = Smoke(seq_len=512, max_train=2048, max_val=256, max_test=256)
+    smoke = Smoke(seq_len=256, max_train=2048, max_val=256, max_test=256)
 
     @dataclass
     class Options:

@@ -194,3 +194,38 @@ def write_pathfinder_release(root: Path, resolution: int, difficulty: str, image
     for b, ls in lines.items():
         (base / "metadata" / f"{b}.npy").write_text("\n".join(ls) + "\n")
     return base
+
+
+# --- stand-ins of realistic size (for timing loaders without the real downloads) ---------------
+
+
+def write_standins(root: Path, retrieval_pairs: int = 20_000, seed: int = 0) -> Path:
+    """Text, Retrieval and Image in their published formats with random content of the real
+    shapes: 25k + 25k reviews with IMDb-like byte lengths (median ~1 KB, long tail), AAN pairs whose
+    documents exceed 4,000 bytes, and the full 50k + 10k CIFAR-10 batches."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    letters = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz      .,", dtype=np.uint8)
+
+    def blob(n: int) -> str:
+        return rng.choice(letters, size=n).tobytes().decode("ascii")
+
+    splits = {}
+    for split in ("train", "test"):
+        rows = []
+        for label in (0, 1):
+            lengths = np.clip(rng.lognormal(np.log(950), 0.75, size=12_500), 50, 13_000).astype(int)
+            for i, n in enumerate(lengths):
+                rows.append((label, i, 2 if label == 0 else 9, blob(int(n))))
+        splits[split] = rows
+    write_aclimdb_folder(root, splits)
+    pairs = {"train": retrieval_pairs, "val": retrieval_pairs // 8, "test": retrieval_pairs // 8}
+    folder = root / "lra_release" / "tsv_data"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = {"train": "new_aan_pairs.train.tsv", "val": "new_aan_pairs.eval.tsv", "test": "new_aan_pairs.test.tsv"}
+    for split, n in pairs.items():
+        with open(folder / names[split], "w") as f:
+            for i in range(n):
+                f.write(f"{i % 2}\tA{i}\tB{i}\t{blob(int(rng.integers(4000, 9000)))}\t{blob(int(rng.integers(4000, 9000)))}\n")
+    write_cifar_pickles(root, cifar_batches(rng, 10_000))
+    return root
