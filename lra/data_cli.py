@@ -74,6 +74,8 @@ def add_parser(sub) -> None:
     t.add_argument("--batches", type=int, default=20, help="timed loader batches per task")
     t.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader worker counts to time")
     t.add_argument("--train-steps", type=int, default=2, help="timed training steps (0: skip the model)")
+    t.add_argument("--train-batch", type=int, help="time the model on this many samples instead of the paper batch "
+                                                   "(when the paper batch does not fit in memory)")
     t.add_argument("--attention", default="softmax")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_throughput)
@@ -107,18 +109,27 @@ def cmd_generate(args) -> int:
     unknown = [k for k in options if k not in params and not takes_any]
     if unknown:
         raise ConfigError(f"{task.name} generator has no option {unknown[0]!r}; its options: {', '.join(valid)}")
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), _cpu_seconds()
     try:
         where = task.generate(Path(args.data_dir), seed=args.seed, force=args.force, progress=True, **options)
     except TypeError as exc:  # a settings override the generator does not know
         raise ConfigError(f"{task.name} generator: {exc}") from None
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu0
     rate = ""
     if "images" in params:
         n = options.get("images", params["images"].default)
-        rate = f" ({n / seconds:.1f} images/s)"
-    print(f"generated {task.name} in {seconds:.1f}s{rate}: {where}")
+        # images per CPU-second does not depend on what else the machine is running
+        rate = f" ({n / seconds:.1f} images/s; {n / max(cpu, 1e-9):.1f} images per CPU-second)"
+    print(f"generated {task.name} in {seconds:.1f}s, {cpu:.1f} CPU-s{rate}: {where}")
     return 0
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished worker processes."""
+    import os
+
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def _parse_values(d: dict) -> dict:
@@ -139,6 +150,8 @@ def cmd_download(args) -> int:
     from tasks.download import SOURCES, download
 
     names = list(SOURCES) if args.task == "all" else [tasks.get(args.task).name]
+    if args.url and len(names) > 1:
+        raise ConfigError("--url names one archive: use it with one task, not `all`")
     data_dir = Path(args.data_dir)
     done_release = False
     status = 0
@@ -317,12 +330,15 @@ def cmd_throughput(args) -> int:
         for w in args.workers:
             entry[f"loader_w{w}"] = loader_rate(view, r.batch_size, args.batches, w)
         if args.train_steps:
-            batch = view[np.arange(min(r.batch_size, len(view)))]
+            n = min(args.train_batch or r.batch_size, r.batch_size, len(view))
+            batch = view[np.arange(n)]
             entry["train"] = train_rate(task, batch, args.attention, args.train_steps)
+            entry["train_batch"] = n
         report[name] = entry
         rows.append([name, r.batch_size, r.seq_len * task.num_inputs, len(split)]
                     + [f"{entry[f'loader_w{w}']:,.0f}" for w in args.workers]
-                    + ([f"{entry['train']:,.1f}", f"{min(entry[f'loader_w{w}'] for w in args.workers) / entry['train']:,.0f}x"]
+                    + ([f"{entry['train']:.3g}" + ("" if n == r.batch_size else f" (batch {n})"),
+                        f"{min(entry[f'loader_w{w}'] for w in args.workers) / entry['train']:,.0f}x"]
                        if args.train_steps else []))
     if args.json:
         print(json.dumps(report, indent=1))
@@ -332,7 +348,7 @@ def cmd_throughput(args) -> int:
     headers = ["task", "batch", "tokens/sample", "examples"] + [f"loader samples/s ({w} workers)" for w in args.workers]
     if args.train_steps:
         headers += [f"train samples/s ({args.attention}, paper model)", "loader / train"]
-    print(tabulate(rows, headers=headers, disablenumparse=True))
+    print(tabulate(rows, headers=headers, disable_numparse=True))
     return 0
 
 

@@ -197,7 +197,8 @@ class Image(Task):
             images, labels = read_archive(path, names)
         else:
             images, labels = read_hub(path, part)
-        pixels = to_gray(images).reshape(len(images), -1)
+        # in chunks: the float32 intermediate of all 50k images at once would take ~600 MB
+        pixels = np.concatenate([to_gray(images[i : i + 5000]).reshape(-1, 1024) for i in range(0, len(images), 5000)])
         if part == "train":
             if options.val_size >= len(pixels):
                 raise DataError(f"{path}: val_size {options.val_size} leaves no training images "

@@ -62,6 +62,10 @@ def test_prepare_and_throughput_report_every_task_with_data(listops_dir, capsys)
                        "--workers", "0", "--train-steps", "0", "--json")
     rates = json.loads(out)["listops"]
     assert rates["batch_size"] == 32 and rates["seq_len"] == 2048 and rates["loader_w0"] > 0
+    code, out, _ = run(capsys, "data", "throughput", "--data-dir", str(listops_dir), "--batches", "2",
+                       "--workers", "0", "--train-steps", "0")
+    assert code == 0 and "loader samples/s (0 workers)" in out and "listops" in out
+    assert "text: skipped" in out  # no data for it here: said so, not an error
 
 
 def test_throughput_times_the_paper_model_too(listops_dir, capsys):

@@ -155,25 +155,32 @@ def test_cifar_batches(raw):
 
 
 @pytest.fixture(scope="module")
-def hub_copy(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hub")
+def hub_copies(tmp_path_factory):
+    """Good bytes of a parquet copy and of a save_to_disk (arrow) copy, and where each file lives."""
+    out = {}
     rows = [(i % 2, i, 1, f"review number {i} " * 5) for i in range(40)]
-    write_imdb_hub(root, {"train": rows}, layout="parquet")
-    return root, next((root / "hf" / "stanfordnlp" / "imdb").rglob("*.parquet")).read_bytes()
+    for layout in ("parquet", "disk"):
+        root = tmp_path_factory.mktemp(layout)
+        copy = write_imdb_hub(root, {"train": rows}, layout=layout)
+        data = next(copy.rglob("*.parquet" if layout == "parquet" else "*.arrow"))
+        out[layout] = (root, data.relative_to(root))
+    return out
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.function_scoped_fixture])
-@given(cut=st.integers(0, 10_000), flip=st.integers(0, 10_000), value=st.integers(0, 255))
-def test_hub_parquet_copies(hub_copy, cut, flip, value):
-    _, good = hub_copy
-    data = bytearray(good)
-    data[flip % len(data)] = value
-    data = bytes(data[: len(data) - cut % len(data)])
+@given(layout=st.sampled_from(["parquet", "disk"]), cut=st.integers(0, 10_000), flip=st.integers(0, 10_000),
+       value=st.integers(0, 255))
+def test_hub_copies(hub_copies, layout, cut, flip, value):
+    import shutil
+
+    src, rel = hub_copies[layout]
     root = Path(tempfile.mkdtemp(prefix="lra-prop-"))
-    target = root / "hf" / "stanfordnlp" / "imdb" / "plain_text"
-    target.mkdir(parents=True)
-    (target / "train-00000-of-00001.parquet").write_bytes(data)
+    shutil.copytree(src / "hf", root / "hf")
+    path = root / rel
+    data = bytearray(path.read_bytes())
+    data[flip % len(data)] = value
+    path.write_bytes(bytes(data[: len(data) - cut % len(data)]))
     try:
         rows = list(text.read_hub(root / "hf" / "stanfordnlp" / "imdb", "train"))
     except DataError as exc:
