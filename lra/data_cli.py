@@ -1,41 +1,62 @@
-"""`lra data`: generate, prepare and verify datasets.
+"""`lra data`: generate, download, prepare, verify datasets; loader throughput; example images.
 
-    lra data generate listops --data-dir DIR [--train N --val N --test N] [--seed S] [--set KEY=VALUE]
+    lra data generate listops|pathfinder|pathx --data-dir DIR [--seed S] [options]
+        listops:         --train N --val N --test N (default the release's 96k / 2k / 2k)
+        pathfinder|pathx: --images N (default 200k) --difficulty D --per-batch N
+        any generator option: --set KEY=VALUE
+    lra data download TASK|all --data-dir DIR [--source release|archive|hub] [--url URL] [--force]
     lra data prepare TASK --data-dir DIR          tokenise once into the memory-mapped cache
-    lra data verify TASK --data-dir DIR [--json]  per split: count, labels, lengths, skipped items
+    lra data verify TASK --data-dir DIR [--json]  per split: count, labels, lengths, skipped items;
+                                                  exit status 1 on a broken dataset
+    lra data throughput [TASK...] --data-dir DIR  loader samples/s next to the paper model's training samples/s
+    lra data examples pathfinder|pathx --out FILE.png   a grid of generated positives and negatives
 """
 
 from __future__ import annotations
 
-import argparse
+import inspect
 import json
-import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
-from lra.errors import DataError, LRAError
+from lra.errors import ConfigError, LRAError
+
+MAX_SKIPPED_FRACTION = 0.01  # verify: more unreadable items than this makes a split broken
 
 
 def add_parser(sub) -> None:
     from lra.cli import DEFAULT_DATA_DIR, key_value
 
-    p = sub.add_parser("data", help="generate, prepare, verify or download datasets")
+    p = sub.add_parser("data", help="generate, download, prepare or verify datasets")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
     dsub.required = True
 
-    g = dsub.add_parser("generate", help="generate a synthetic dataset in the release layout")
+    g = dsub.add_parser("generate", help="generate a synthetic dataset (listops, pathfinder, pathx) in the release layout")
     g.add_argument("task")
     g.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--train", type=int, help="training examples")
-    g.add_argument("--val", type=int, help="validation examples")
-    g.add_argument("--test", type=int, help="test examples")
+    g.add_argument("--train", type=int, help="listops: training examples")
+    g.add_argument("--val", type=int, help="listops: validation examples")
+    g.add_argument("--test", type=int, help="listops: test examples")
+    g.add_argument("--images", type=int, help="pathfinder/pathx: images in all (split 80/10/10 when loaded)")
+    g.add_argument("--difficulty", help="pathfinder/pathx: curv_baseline | curv_contour_length_9 | "
+                                        "curv_contour_length_14 (default)")
+    g.add_argument("--per-batch", type=int, help="pathfinder/pathx: images per imgs/<batch> folder (default 1000)")
     g.add_argument("--workers", type=int, help="processes (default: all cores)")
     g.add_argument("--force", action="store_true", help="overwrite existing files")
     g.add_argument("--set", action="append", type=key_value, default=[], metavar="KEY=VALUE",
                    help="generator option, e.g. --set max_length=1000")
     g.set_defaults(func=cmd_generate)
+
+    d = dsub.add_parser("download", help="fetch the published data (resumable, checksummed)")
+    d.add_argument("task", help="a task name, or `all`")
+    d.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    d.add_argument("--source", help="release (LRA archive), archive (aclImdb / CIFAR originals) or hub (Hugging Face)")
+    d.add_argument("--url", help="fetch the archive from this mirror instead")
+    d.add_argument("--force", action="store_true", help="replace folders that already exist")
+    d.set_defaults(func=cmd_download)
 
     for name, helptext, fn in (("prepare", "tokenise a task's splits into the cache", cmd_prepare),
                                ("verify", "check a dataset: counts, labels, lengths, skipped items", cmd_verify)):
@@ -47,20 +68,68 @@ def add_parser(sub) -> None:
             q.add_argument("--json", action="store_true", help="print one JSON object")
         q.set_defaults(func=fn)
 
+    t = dsub.add_parser("throughput", help="loader samples/s per task beside the paper model's training samples/s")
+    t.add_argument("tasks", nargs="*", help="tasks (default: all with data under --data-dir)")
+    t.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    t.add_argument("--batches", type=int, default=20, help="timed loader batches per task")
+    t.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader worker counts to time")
+    t.add_argument("--train-steps", type=int, default=2, help="timed training steps (0: skip the model)")
+    t.add_argument("--train-batch", type=int, help="time the model on this many samples instead of the paper batch "
+                                                   "(when the paper batch does not fit in memory)")
+    t.add_argument("--attention", default="softmax")
+    t.add_argument("--json", action="store_true")
+    t.set_defaults(func=cmd_throughput)
+
+    e = dsub.add_parser("examples", help="write a PNG grid of generated Pathfinder images (positives over negatives)")
+    e.add_argument("task", choices=["pathfinder", "pathx"])
+    e.add_argument("--out", required=True)
+    e.add_argument("--per-label", type=int, default=4)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--difficulty", default="curv_contour_length_14")
+    e.set_defaults(func=cmd_examples)
+
+
+# --- generate --------------------------------------------------------------------------------------
+
 
 def cmd_generate(args) -> int:
-    import time
-
     import tasks
 
     task = tasks.get(args.task)
-    options = {k: v for k, v in dict(train=args.train, val=args.val, test=args.test, workers=args.workers).items()
-               if v is not None}
+    if not task.can_generate:
+        raise ConfigError(f"task {task.name!r} has no generator (real data only); get it with:\n  "
+                          f"{task.how_to_get(Path(args.data_dir))}")
+    flags = dict(train=args.train, val=args.val, test=args.test, images=args.images, difficulty=args.difficulty,
+                 per_batch=args.per_batch, workers=args.workers)
+    options = {k: v for k, v in flags.items() if v is not None}
     options.update(_parse_values(dict(args.set)))
-    start = time.perf_counter()
-    where = task.generate(Path(args.data_dir), seed=args.seed, force=args.force, progress=True, **options)
-    print(f"generated {task.name} in {time.perf_counter() - start:.1f}s: {where}")
+    params = inspect.signature(task.generate).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    valid = sorted(k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in ("seed", "force", "progress"))
+    unknown = [k for k in options if k not in params and not takes_any]
+    if unknown:
+        raise ConfigError(f"{task.name} generator has no option {unknown[0]!r}; its options: {', '.join(valid)}")
+    start, cpu0 = time.perf_counter(), _cpu_seconds()
+    try:
+        where = task.generate(Path(args.data_dir), seed=args.seed, force=args.force, progress=True, **options)
+    except TypeError as exc:  # a settings override the generator does not know
+        raise ConfigError(f"{task.name} generator: {exc}") from None
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu0
+    rate = ""
+    if "images" in params:
+        n = options.get("images", params["images"].default)
+        # images per CPU-second does not depend on what else the machine is running
+        rate = f" ({n / seconds:.1f} images/s; {n / max(cpu, 1e-9):.1f} images per CPU-second)"
+    print(f"generated {task.name} in {seconds:.1f}s, {cpu:.1f} CPU-s{rate}: {where}")
     return 0
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished worker processes."""
+    import os
+
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def _parse_values(d: dict) -> dict:
@@ -73,18 +142,62 @@ def _parse_values(d: dict) -> dict:
     return out
 
 
+# --- download --------------------------------------------------------------------------------------
+
+
+def cmd_download(args) -> int:
+    import tasks
+    from tasks.download import SOURCES, download
+
+    names = list(SOURCES) if args.task == "all" else [tasks.get(args.task).name]
+    if args.url and len(names) > 1:
+        raise ConfigError("--url names one archive: use it with one task, not `all`")
+    data_dir = Path(args.data_dir)
+    done_release = False
+    status = 0
+    for name in names:
+        if args.source and args.source not in SOURCES[name]:
+            if args.task == "all":
+                continue
+            raise ConfigError(f"task {name!r} downloads from {', '.join(SOURCES[name])}, not {args.source!r}")
+        source = args.source or next(iter(SOURCES[name]))
+        if source == "release" and done_release:
+            continue
+        download(name, data_dir, source=source, url=args.url, force=args.force)
+        done_release |= source == "release"
+    # check what can be checked: every split of every task is found where the loaders look
+    for name in names:
+        task = tasks.get(name)
+        for split in task.splits:
+            try:
+                task.source_files(data_dir, split, task.resolve_options({}))
+            except LRAError as exc:
+                print(f"{name}/{split}: NOT FOUND after download\n{exc}")
+                status = 1
+                break
+        else:
+            print(f"{name}: all splits found under {data_dir} (`lra data verify {name} --data-dir {data_dir}` "
+                  "reads them)")
+    return status
+
+
+# --- prepare / verify ----------------------------------------------------------------------------
+
+
 def cmd_prepare(args) -> int:
     import tasks
 
     task = tasks.get(args.task)
     for split in task.splits:
+        start = time.perf_counter()
         p = task.prepared(Path(args.data_dir), split, dict(args.task_option))
-        print(f"{task.name}/{split}: {len(p)} examples -> {p.meta['path']}")
+        print(f"{task.name}/{split}: {len(p)} examples in {time.perf_counter() - start:.1f}s -> {p.meta['path']}")
     return 0
 
 
 def verify(task, data_dir: Path, options: dict | None = None) -> dict:
-    """Per-split statistics of a dataset; `ok` is False if a split is missing, empty or unreadable."""
+    """Per-split statistics of a dataset; `ok` is False if a split is missing, empty, unreadable,
+    has labels outside the task's classes, or lost more than 1% of its items as unreadable."""
     report = {"task": task.name, "data_dir": str(data_dir), "ok": True, "splits": {}}
     for split in task.splits:
         try:
@@ -95,18 +208,26 @@ def verify(task, data_dir: Path, options: dict | None = None) -> dict:
             continue
         labels, counts = np.unique(p.labels, return_counts=True)
         lengths = p.lengths.reshape(-1)
-        report["splits"][split] = {
+        skipped = p.meta.get("skipped", {})
+        entry = {
             "count": len(p),
             "labels": {str(int(l)): int(c) for l, c in zip(labels, counts)},
             "lengths": {"min": int(lengths.min()), "mean": round(float(lengths.mean()), 1),
                         "median": float(np.median(lengths)), "max": int(lengths.max())},
-            "skipped": p.meta.get("skipped", {}),
-            "sources": p.meta.get("sources", []),
+            "skipped": skipped,
+            "options": p.meta.get("options", {}),
+            "sources": p.meta.get("sources", [])[:3] + (["..."] if len(p.meta.get("sources", [])) > 3 else []),
+            "cache": p.meta["path"],
         }
+        report["splits"][split] = entry
         bad = [int(l) for l in labels if not 0 <= l < task.num_classes]
         if bad:
             report["ok"] = False
-            report["splits"][split]["error"] = f"labels outside 0..{task.num_classes - 1}: {bad}"
+            entry["error"] = f"labels outside 0..{task.num_classes - 1}: {bad}"
+        lost = sum(v for k, v in skipped.items() if k.endswith("_images"))
+        if lost > MAX_SKIPPED_FRACTION * (len(p) + lost):
+            report["ok"] = False
+            entry["error"] = f"{lost} of {len(p) + lost} items unreadable or missing (more than 1%)"
     return report
 
 
@@ -130,6 +251,114 @@ def cmd_verify(args) -> int:
                          f"{ls['min']}/{ls['median']:.0f}/{ls['max']}",
                          ", ".join(f"{k}: {v}" for k, v in s["skipped"].items()) or s.get("error", "-")])
         print(f"{task.name} under {args.data_dir}")
-        print(tabulate(rows, headers=["split", "count", "labels (label:count)", "length min/median/max", "skipped"]))
+        print(tabulate(rows, headers=["split", "count", "labels (label:count)", "length min/median/max",
+                                      "skipped / notes"]))
+        for split, s in report["splits"].items():
+            if s.get("error") and s["count"]:
+                print(f"{split}: {s['error']}")
         print("OK" if report["ok"] else "BROKEN")
     return 0 if report["ok"] else 1
+
+
+# --- throughput ------------------------------------------------------------------------------------
+
+
+def loader_rate(view, batch_size: int, batches: int, workers: int, seed: int = 0) -> float:
+    """Samples/s of a DataLoader over `view` with random full batches, after one warm-up batch."""
+    import torch
+
+    n = len(view)
+    rng = np.random.default_rng(seed)
+    sampler = [rng.choice(n, size=min(batch_size, n), replace=False) for _ in range(batches + 1 + workers)]
+    dl = torch.utils.data.DataLoader(view, sampler=sampler, batch_size=None, num_workers=workers,
+                                     prefetch_factor=4 if workers else None)
+    it = iter(dl)
+    for _ in range(1 + workers):  # warm-up: worker start-up is not loading
+        next(it)
+    start = time.perf_counter()
+    got = 0
+    for _ in range(batches):
+        got += len(next(it)["labels"])
+    return got / (time.perf_counter() - start)
+
+
+def train_rate(task, batch: dict, attention: str, steps: int) -> float:
+    """Training samples/s (forward + backward + AdamW step) of the paper model on one batch, CPU."""
+    import torch
+
+    from lra.config import ModelConfig
+    from lra.model import Classifier
+
+    torch.manual_seed(0)
+    seq = batch["ids"].shape[-1]
+    model = Classifier(ModelConfig(), attention=attention, vocab_size=task.vocab_size, max_len=seq,
+                       num_classes=task.num_classes, num_inputs=task.num_inputs)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, eps=1e-6)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(batch["ids"], batch["mask"]), batch["labels"])
+        loss.backward()
+        opt.step()
+
+    step()  # warm-up
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * len(batch["labels"]) / (time.perf_counter() - start)
+
+
+def cmd_throughput(args) -> int:
+    import tasks
+    from tasks.base import BatchView
+
+    data_dir = Path(args.data_dir)
+    names = args.tasks or tasks.available()
+    rows, report = [], {}
+    for name in names:
+        task = tasks.get(name)
+        r = task.recipe
+        try:
+            split = task.prepared(data_dir, "train")
+        except LRAError as exc:
+            if args.tasks:
+                raise
+            print(f"{name}: skipped ({str(exc).splitlines()[0]})")
+            continue
+        view = BatchView(split, r.seq_len)
+        entry = {"batch_size": r.batch_size, "seq_len": r.seq_len, "examples": len(split)}
+        for w in args.workers:
+            entry[f"loader_w{w}"] = loader_rate(view, r.batch_size, args.batches, w)
+        if args.train_steps:
+            n = min(args.train_batch or r.batch_size, r.batch_size, len(view))
+            batch = view[np.arange(n)]
+            entry["train"] = train_rate(task, batch, args.attention, args.train_steps)
+            entry["train_batch"] = n
+        report[name] = entry
+        rows.append([name, r.batch_size, r.seq_len * task.num_inputs, len(split)]
+                    + [f"{entry[f'loader_w{w}']:,.0f}" for w in args.workers]
+                    + ([f"{entry['train']:.3g}" + ("" if n == r.batch_size else f" (batch {n})"),
+                        f"{min(entry[f'loader_w{w}'] for w in args.workers) / entry['train']:,.0f}x"]
+                       if args.train_steps else []))
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    from tabulate import tabulate
+
+    headers = ["task", "batch", "tokens/sample", "examples"] + [f"loader samples/s ({w} workers)" for w in args.workers]
+    if args.train_steps:
+        headers += [f"train samples/s ({args.attention}, paper model)", "loader / train"]
+    print(tabulate(rows, headers=headers, disable_numparse=True))
+    return 0
+
+
+# --- examples --------------------------------------------------------------------------------------
+
+
+def cmd_examples(args) -> int:
+    from tasks.snakes import example_grid
+
+    size = 32 if args.task == "pathfinder" else 128
+    out = example_grid(size, Path(args.out), per_label=args.per_label, seed=args.seed, difficulty=args.difficulty)
+    print(f"wrote {out}: top row label 1 (connected), bottom row label 0")
+    return 0

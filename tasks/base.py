@@ -186,9 +186,13 @@ class Task:
         width = self.num_inputs * self.max_len
         lengths, labels = [], []
         row = np.zeros((self.num_inputs, self.max_len), dtype=self.storage_dtype)
+        from tqdm import tqdm
+
         try:
             with open(tmp / "tokens.bin", "wb") as out:
-                for ex in self.examples(data_dir, split, opts):
+                # a progress bar on a terminal only (disable=None): preparing a full split takes minutes
+                for ex in tqdm(self.examples(data_dir, split, opts), desc=f"preparing {self.name}/{split}",
+                               unit=" examples", mininterval=2.0, disable=None, leave=False):
                     if len(ex.inputs) != self.num_inputs:
                         raise DataError(f"{self.name}: an example has {len(ex.inputs)} inputs, expected {self.num_inputs}")
                     row[:] = 0

@@ -18,7 +18,7 @@ deduplicate. It runs in parallel over cores in fixed chunks whose random streams
 
 from __future__ import annotations
 
-import csv
+import csv  # the writer: the official generator's dialect
 import json
 import multiprocessing as mp
 import os
@@ -54,19 +54,32 @@ def tokenizer():
 
 
 def read_tsv(path: Path) -> Iterator[tuple[int, str, int]]:
-    """(line number, Source, Target) for each row of a ListOps TSV; DataError on malformed rows."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        if header != HEADER:
-            raise DataError(f"{path}:1: expected the header 'Source<TAB>Target', got {header!r}")
-        for row in reader:
-            line = reader.line_num
+    """(line number, Source, Target) for each row of a ListOps TSV; DataError on malformed rows.
+
+    Fields are split on tabs only (no quoting, as the release is written); each line must be UTF-8.
+    """
+    try:
+        f = open(path, "rb")
+    except OSError as exc:
+        raise DataError(f"{path}: cannot open ({exc.strerror or exc})") from None
+    with f:
+        for line, raw in enumerate(f, 1):
+            try:
+                text = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}:{line}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+            row = text.split("\t")
+            if line == 1:
+                if row != HEADER:
+                    raise DataError(f"{path}:1: expected the header 'Source<TAB>Target', got {text[:60]!r}")
+                continue
             if len(row) != 2:
                 raise DataError(f"{path}:{line}: expected 2 tab-separated fields (Source, Target), got {len(row)}")
             source, target = row
             if not source.strip():
                 raise DataError(f"{path}:{line}: empty Source")
+            if "\x00" in source or "\r" in source:
+                raise DataError(f"{path}:{line}: Source contains a NUL byte or a stray carriage return")
             try:
                 label = int(target)
             except ValueError:
@@ -74,6 +87,8 @@ def read_tsv(path: Path) -> Iterator[tuple[int, str, int]]:
             if not 0 <= label <= 9:
                 raise DataError(f"{path}:{line}: Target must be an integer 0-9, got {label}")
             yield line, source, label
+        if f.tell() == 0:
+            raise DataError(f"{path}:1: empty file; expected the header 'Source<TAB>Target'")
 
 
 def write_tsv(path: Path, rows) -> None:

@@ -1,0 +1,105 @@
+"""`lra data`: generate, prepare, verify (its JSON contract and exit status), throughput, examples."""
+
+import json
+
+import pytest
+
+from lra import cli
+
+
+def run(capsys, *argv):
+    code = cli.main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_verify_json_contract_for_generated_listops(listops_dir, capsys):
+    code, out, _ = run(capsys, "data", "verify", "listops", "--data-dir", str(listops_dir), "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert set(report["splits"]) == {"train", "val", "test"}
+    for name, n in (("train", 320), ("val", 64), ("test", 64)):
+        s = report["splits"][name]
+        assert s["count"] == n and sum(s["labels"].values()) == n
+        assert all(k.isdigit() and 0 <= int(k) <= 9 for k in s["labels"])
+        assert {"min", "mean", "median", "max"} <= set(s["lengths"]) and "skipped" in s
+
+
+def test_generate_and_verify_pathfinder_through_the_cli(tmp_path, capsys):
+    code, out, _ = run(capsys, "data", "generate", "pathfinder", "--data-dir", str(tmp_path), "--images", "20",
+                       "--per-batch", "10", "--workers", "1", "--difficulty", "curv_baseline")
+    assert code == 0 and "images/s" in out
+    code, out, _ = run(capsys, "data", "verify", "pathfinder", "--data-dir", str(tmp_path), "--json",
+                       "--task-option", "difficulty=curv_baseline")
+    report = json.loads(out)
+    assert code == 0 and report["ok"]
+    assert {k: v["count"] for k, v in report["splits"].items()} == {"train": 16, "val": 2, "test": 2}
+    assert sum(sum(v["labels"].values()) for v in report["splits"].values()) == 20
+    assert report["splits"]["train"]["lengths"]["min"] == 1024
+    code, out, _ = run(capsys, "data", "verify", "pathfinder", "--data-dir", str(tmp_path),
+                       "--task-option", "difficulty=curv_baseline")
+    assert code == 0 and "OK" in out and "train" in out
+
+
+def test_verify_exits_non_zero_on_a_broken_dataset(listops_dir, tmp_path, capsys):
+    import shutil
+
+    shutil.copytree(listops_dir / "lra_release", tmp_path / "lra_release")
+    (tmp_path / "lra_release/listops-1000/basic_test.tsv").unlink()
+    code, out, _ = run(capsys, "data", "verify", "listops", "--data-dir", str(tmp_path), "--json")
+    report = json.loads(out)
+    assert code == 1 and report["ok"] is False
+    assert report["splits"]["test"]["count"] == 0 and "basic_test.tsv" in report["splits"]["test"]["error"]
+    assert report["splits"]["train"]["count"] == 320
+    code, out, _ = run(capsys, "data", "verify", "listops", "--data-dir", str(tmp_path))
+    assert code == 1 and "BROKEN" in out
+
+
+def test_prepare_and_throughput_report_every_task_with_data(listops_dir, capsys):
+    code, out, _ = run(capsys, "data", "prepare", "listops", "--data-dir", str(listops_dir))
+    assert code == 0 and out.count("examples in") == 3
+    code, out, _ = run(capsys, "data", "throughput", "listops", "--data-dir", str(listops_dir), "--batches", "2",
+                       "--workers", "0", "--train-steps", "0", "--json")
+    rates = json.loads(out)["listops"]
+    assert rates["batch_size"] == 32 and rates["seq_len"] == 2048 and rates["loader_w0"] > 0
+    code, out, _ = run(capsys, "data", "throughput", "--data-dir", str(listops_dir), "--batches", "2",
+                       "--workers", "0", "--train-steps", "0")
+    assert code == 0 and "loader samples/s (0 workers)" in out and "listops" in out
+    assert "text: skipped" in out  # no data for it here: said so, not an error
+
+
+def test_throughput_times_the_paper_model_too(listops_dir, capsys):
+    from lra.data_cli import train_rate
+    import numpy as np
+
+    import tasks
+    from tasks.base import BatchView
+
+    task = tasks.get("listops")
+    batch = BatchView(task.prepared(listops_dir, "val"), 64)[np.arange(4)]
+    assert train_rate(task, batch, "softmax", steps=1) > 0
+
+
+def test_generate_refuses_real_data_tasks_and_unknown_options(tmp_path, capsys):
+    code, _, err = run(capsys, "data", "generate", "image", "--data-dir", str(tmp_path))
+    assert code == 2 and "no generator" in err and "lra data download image" in err
+    code, _, err = run(capsys, "data", "generate", "listops", "--data-dir", str(tmp_path), "--images", "5")
+    assert code == 2 and "no option 'images'" in err
+
+
+def test_examples_writes_a_grid(tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "grid.png"
+    code, _, _ = run(capsys, "data", "examples", "pathfinder", "--out", str(out), "--per-label", "3")
+    assert code == 0
+    with Image.open(out) as im:
+        assert im.mode == "L" and im.size[0] > im.size[1] > 64
+
+
+@pytest.mark.parametrize("task", ["text", "retrieval", "image"])
+def test_missing_real_data_fails_with_the_places_looked(task, tmp_path, capsys):
+    code, out, _ = run(capsys, "data", "verify", task, "--data-dir", str(tmp_path), "--json")
+    report = json.loads(out)
+    assert code == 1 and all(s["count"] == 0 for s in report["splits"].values())
+    assert f"lra data download {task}" in report["splits"]["train"]["error"]
