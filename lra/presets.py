@@ -34,8 +34,8 @@ def make_config(task: str, preset: str = "smoke", **top) -> RunConfig:
         data = DataConfig(seq_len=r.seq_len)
     else:
         s = t.smoke
-        train = TrainConfig(steps=200, batch_size=32, lr=1e-3, warmup=20, eval_every=50, eval_samples=None,
-                            timing_warmup=3)
+        train = TrainConfig(steps=s.steps, batch_size=s.batch_size, lr=1e-3, warmup=max(2, s.steps // 10),
+                            eval_every=s.eval_every, eval_samples=None, timing_warmup=min(3, s.steps - 1))
         synthetic = s.generator is not None
         data = DataConfig(seq_len=s.seq_len, subdir="smoke" if synthetic else "", generate=synthetic,
                           generator=dict(s.generator or {}), max_train=s.max_train, max_val=s.max_val,

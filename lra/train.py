@@ -213,8 +213,9 @@ def load_data(cfg: RunConfig, task, progress: bool = True) -> dict[str, BatchVie
     except MissingDataError:
         if not (cfg.data.generate and task.can_generate):
             raise
-        print(f"[lra] generating a {task.name} dataset under {root} ({cfg.data.generator})", flush=True)
-        task.generate(root, **cfg.data.generator)
+        generator = {**cfg.data.generator, **task.generator_options(task.resolve_options(cfg.data.options))}
+        print(f"[lra] generating a {task.name} dataset under {root} ({generator})", flush=True)
+        task.generate(root, **generator)
         prepared = {s: task.prepared(root, s, cfg.data.options) for s in ("train", "val", "test")}
     limits = {"train": cfg.data.max_train, "val": cfg.data.max_val, "test": cfg.data.max_test}
     return {
@@ -330,7 +331,8 @@ def run(cfg: RunConfig, *, resume: bool = False, checkpoint_every: int | None = 
         "created_at": state["created_at"], "kind": "train",
     }
     record["config"]["attention_options"] = attn_options
-    record["data"] = {s: {"examples": len(v), "cache": v.split.meta["path"], "skipped": v.split.meta.get("skipped", {})}
+    record["data"] = {s: {"examples": len(v), "source_examples": len(v.split), "cache": v.split.meta["path"],
+                          "options": v.split.meta.get("options", {}), "skipped": v.split.meta.get("skipped", {})}
                       for s, v in data.items()}
 
     timer = Stopwatch(device)

@@ -65,6 +65,12 @@ class Smoke:
     max_train: Optional[int] = None
     max_val: Optional[int] = None
     max_test: Optional[int] = None
+    # Sized so a smoke run takes about a minute on a laptop CPU with the default attention.
+    # Pixel tasks keep whole images (cutting them would train on a strip with no path in it) and
+    # take fewer, smaller steps instead.
+    steps: int = 200
+    batch_size: int = 32
+    eval_every: int = 50
 
 
 @dataclass
@@ -124,6 +130,11 @@ class Task:
 
     # Synthetic tasks override this (and set smoke.generator).
     can_generate: ClassVar[bool] = False
+
+    def generator_options(self, options) -> dict:
+        """Generator options implied by the task options (e.g. which difficulty to draw), so that
+        generating on demand produces the data these options will read."""
+        return {}
 
     def generate(self, data_dir: Path, *, seed: int = 0, **options) -> None:
         raise ConfigError(f"task {self.name!r} has no generator; get the real data: {self.how_to_get(data_dir)}")

@@ -148,7 +148,7 @@ class Image(Task):
     token_offset = 0
     storage_dtype = np.uint8
     recipe = Recipe(seq_len=1024, batch_size=256, lr=1e-4, warmup=175, eval_every=50, eval_samples=20 * 256)
-    smoke = Smoke(seq_len=256, max_train=2048, max_val=256, max_test=256)  # CPU-sized: the first 8 rows
+    smoke = Smoke(seq_len=1024, max_train=1024, max_val=128, max_test=128, steps=60, batch_size=8, eval_every=20)
 
     @dataclass
     class Options:

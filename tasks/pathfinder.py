@@ -199,6 +199,9 @@ class _Pathfinder(Task):
         return (f"lra data generate {self.name} --data-dir {data_dir}    (draw it locally, tasks/snakes.py)\n"
                 f"  lra data download {self.name} --data-dir {data_dir}    (the published LRA release, ~8 GB)")
 
+    def generator_options(self, options) -> dict:
+        return {"difficulty": options.difficulty}
+
     def generate(self, data_dir, *, seed=0, images=200_000, difficulty="curv_contour_length_14", per_batch=1000,
                  workers=None, force=False, progress=False, **settings):
         """Draw `images` images of `difficulty` into DIR/lra_release/pathfinder<res>/<difficulty>/.
@@ -224,15 +227,16 @@ class Pathfinder(_Pathfinder):
     resolution = 32
     max_len = 32 * 32
     recipe = Recipe(seq_len=1024, batch_size=128, lr=2e-4, warmup=312, eval_every=500, eval_samples=156 * 128)
-    smoke = Smoke(seq_len=256, generator=dict(images=600, per_batch=100))  # CPU-sized: the first 8 rows
+    smoke = Smoke(seq_len=1024, generator=dict(images=400, per_batch=100), steps=60, batch_size=8, eval_every=20,
+                  max_val=128, max_test=128)
 
 
 class PathX(_Pathfinder):
     """Path-X: Pathfinder at 128x128 (16K tokens).
 
     Not in the PolaFormer/Skyformer tables: its `paper` preset is Pathfinder's recipe at the full
-    16,384 tokens. The `smoke` preset only checks the plumbing on CPU: 40 generated images, cut to
-    their first 256 pixels.
+    16,384 tokens. The `smoke` preset only checks the plumbing on CPU: 40 generated images, whole,
+    a few steps of batch 2 (minutes with a quadratic attention at 16K tokens on a CPU).
     """
 
     name = "pathx"
@@ -240,4 +244,5 @@ class PathX(_Pathfinder):
     resolution = 128
     max_len = 128 * 128
     recipe = Recipe(seq_len=16384, batch_size=128, lr=2e-4, warmup=312, eval_every=500, eval_samples=156 * 128)
-    smoke = Smoke(seq_len=256, generator=dict(images=40, per_batch=20))
+    smoke = Smoke(seq_len=16384, generator=dict(images=40, per_batch=20), steps=6, batch_size=2, eval_every=3,
+                  max_val=4, max_test=4)
