@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--options", action="store_true", help="show every attention's options")
     p.set_defaults(func=cmd_list)
     data_cli.add_parser(sub)
-    for module in ("lra.bench", "lra.report"):  # optional commands, present once built
+    for module in ("lra.bench", "lra.report", "lra.sweep"):  # commands in their own modules
         try:
             mod = __import__(module, fromlist=["add_parser"])
         except ModuleNotFoundError as exc:

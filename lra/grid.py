@@ -215,6 +215,46 @@ def matches(record: dict, config: dict) -> bool:
 # --- running -------------------------------------------------------------------------------------
 
 
+def record_for(cell: "Cell", runs: Path, before: set) -> dict | None:
+    """The record a cell wrote: the newest file under `runs` not in `before`, for its task,
+    attention and seed."""
+    new = sorted(set(runs.glob("*.json")) - before) if runs.exists() else []
+    fresh = [json.loads(p.read_text()) | {"_path": str(p)} for p in new]
+    mine = [r for r in fresh if r.get("task") == cell.task and r.get("attention") == cell.attention
+            and r.get("seed") == cell.seed]
+    return mine[-1] if mine else None
+
+
+def describe(cell: "Cell", rc: int | None) -> None:
+    """Set a finished cell's outcome and note from its record, or from its exit status and output."""
+    if cell.record is not None:
+        cell.outcome = cell.record["status"]
+        cell.note = Path(cell.record["_path"]).name
+        if cell.record.get("error"):
+            cell.note += f" ({cell.record['error'].strip().splitlines()[-1][:120]})"
+    elif rc in (130, 143):  # interrupted: the cell wrote a checkpoint
+        cell.outcome, cell.note = "interrupted", "checkpoint written; rerun the same command with --resume"
+    else:
+        cell.outcome = "error"
+        cell.note = f"exit {rc}, no record: " + (cell.tail[-1][:160] if cell.tail else "no output")
+
+
+def summarize(cells: list["Cell"], prefix: str = "grid") -> None:
+    from tabulate import tabulate
+
+    rows = []
+    for c in cells:
+        acc = (c.record or {}).get("metrics", {}).get("test_accuracy") if c.outcome in ("ok", "skipped") else None
+        rows.append([c.task, c.attention, c.seed, c.outcome, "-" if acc is None else f"{acc:.2f}",
+                     f"{c.seconds:.0f}" if c.seconds else "-", c.note])
+    print(f"\n[{prefix}] summary")
+    print(tabulate(rows, headers=["task", "attention", "seed", "outcome", "test acc %", "seconds", "record / reason"]))
+    counts: dict[str, int] = {}
+    for c in cells:
+        counts[c.outcome] = counts.get(c.outcome, 0) + 1
+    print(f"[{prefix}] " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+
+
 @dataclass
 class Cell:
     task: str
@@ -238,10 +278,13 @@ def child_env() -> dict:
     return env
 
 
-def stream(cmd: list[str], env: dict) -> tuple[int, list[str]]:
+def stream(cmd: list[str], env: dict, started=None) -> tuple[int, list[str]]:
     """Run `cmd`, echoing its output as it comes (progress bars included); return the exit status
-    and the last lines of its output."""
+    and the last lines of its output. `started(proc)` is called with the child once it runs (a
+    cluster job uses it to forward a pre-emption signal)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    if started is not None:
+        started(proc)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     tail = ""
     try:
@@ -284,18 +327,24 @@ def plan(args) -> list[Cell]:
     return cells
 
 
-def run_grid(args) -> int:
-    from tabulate import tabulate
-
+def mark_done(cells: list[Cell], results_dir, redo: bool) -> list[Cell]:
+    """Attach to each cell the ok record that already satisfies it (none with --redo); return
+    the cells still to run."""
     from lra.results import read_records
 
+    records = read_records(results_dir)
+    for cell in cells:
+        cell.done = None if redo else next((r for r in reversed(records) if matches(r, cell.config)), None)
+        if cell.done is not None:
+            cell.outcome, cell.record = "skipped", cell.done
+            cell.note = f"recorded: {Path(cell.done['_path']).name}"
+    return [c for c in cells if c.done is None]
+
+
+def run_grid(args) -> int:
     cells = plan(args)
     runs = Path(args.results_dir) / "runs"
-    records = read_records(args.results_dir)
-    for cell in cells:
-        if not args.redo:
-            cell.done = next((r for r in reversed(records) if matches(r, cell.config)), None)
-    todo = [c for c in cells if c.done is None]
+    todo = mark_done(cells, args.results_dir, args.redo)
     print(f"[grid] {len(cells)} cells ({len(cells) - len(todo)} already recorded, skipped"
           f"{'' if args.redo else '; --redo runs them again'}), {len(todo)} to run", flush=True)
     if args.dry_run:
@@ -310,8 +359,6 @@ def run_grid(args) -> int:
     stopped = None
     for i, cell in enumerate(cells, 1):
         if cell.done is not None:
-            cell.outcome, cell.record = "skipped", cell.done
-            cell.note = f"recorded: {Path(cell.done['_path']).name}"
             continue
         print(f"\n[grid] cell {i}/{len(cells)}: {cell.task} / {cell.attention} / seed {cell.seed}", flush=True)
         before = set(runs.glob("*.json")) if runs.exists() else set()
@@ -321,36 +368,13 @@ def run_grid(args) -> int:
         except KeyboardInterrupt:
             rc = 130
         cell.seconds = time.perf_counter() - t0
-        new = sorted(set(runs.glob("*.json")) - before) if runs.exists() else []
-        fresh = [json.loads(p.read_text()) | {"_path": str(p)} for p in new]
-        mine = [r for r in fresh if r.get("task") == cell.task and r.get("attention") == cell.attention
-                and r.get("seed") == cell.seed]
-        cell.record = mine[-1] if mine else None
-        if cell.record is not None:
-            cell.outcome = cell.record["status"]
-            cell.note = Path(cell.record["_path"]).name
-            if cell.record.get("error"):
-                cell.note += f" ({cell.record['error'].strip().splitlines()[-1][:120]})"
-        elif rc in (130, 143):  # interrupted: the cell wrote a checkpoint, the sweep stops here
-            cell.outcome, cell.note = "interrupted", "checkpoint written; rerun the same command with --resume"
+        cell.record = record_for(cell, runs, before)
+        describe(cell, rc)
+        if cell.outcome == "interrupted":
             stopped = rc
-        else:
-            cell.outcome = "error"
-            cell.note = f"exit {rc}, no record: " + (cell.tail[-1][:160] if cell.tail else "no output")
-        if stopped is not None:
             break
 
-    rows = []
-    for c in cells:
-        acc = (c.record or {}).get("metrics", {}).get("test_accuracy") if c.outcome in ("ok", "skipped") else None
-        rows.append([c.task, c.attention, c.seed, c.outcome, "-" if acc is None else f"{acc:.2f}",
-                     f"{c.seconds:.0f}" if c.seconds else "-", c.note])
-    print("\n[grid] summary")
-    print(tabulate(rows, headers=["task", "attention", "seed", "outcome", "test acc %", "seconds", "record / reason"]))
-    counts: dict[str, int] = {}
-    for c in cells:
-        counts[c.outcome] = counts.get(c.outcome, 0) + 1
-    print("[grid] " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    summarize(cells)
     if stopped is not None:
         print("[grid] stopped by a signal; run the same command again (with --resume) to continue", flush=True)
         return stopped
