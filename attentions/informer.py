@@ -15,7 +15,7 @@ To keep padding out of every random choice, c, U and u come from max_len (the pa
 model was built for, which is what the port used) and the sampled key positions come from one
 uniform draw of shape (max(N, max_len), U) scaled by each sequence's real length. The selection
 (M and top-u) is not differentiable and runs without autograd, in chunks of queries, so its
-memory stays O(chunk N).
+memory stays O(chunk U d).
 
 Options:
     features (int, 128): sets the factor c = ceil(features / ln max_len) (the port's in_nb_features).
@@ -33,21 +33,29 @@ import torch
 from attentions.base import AttentionBase, key_mask, sample_real
 from attentions.registry import register
 
-_CHUNK = 64  # queries per chunk of the sparsity measurement
+_GATHER_BUDGET = 1 << 19  # elements of sampled keys gathered at a time by the sparsity measurement
 
 
 @torch.no_grad()
 def sparsity(q, k, pos, scale: float):
     """M(q_i) = max - mean of q_i . k_s * scale over the sampled keys pos (B, N, U): (B, H, N).
-    A chunk of queries is scored against every key with one matmul and the sampled scores are
-    gathered from it: faster than gathering U key vectors per query, and O(chunk N) memory."""
+    The U sampled keys of a chunk of queries are copied out as whole token rows (all heads at
+    once, about 2^19 elements at a time) and scored against their query: O(N U d) time and
+    O(chunk U d) memory, as the method intends (scoring a chunk against every key and picking
+    the samples would be O(N^2 d) time)."""
     B, H, N, d = q.shape
+    U = pos.shape[-1]
     out = torch.empty(B, H, N, dtype=q.dtype, device=q.device)
-    kt = k.transpose(-2, -1)
-    for i in range(0, N, _CHUNK):
-        p = pos[:, None, i:i + _CHUNK].expand(B, H, -1, -1)  # (B, H, c, U)
-        s = (q[:, :, i:i + _CHUNK] @ kt).gather(-1, p) * scale
-        out[:, :, i:i + _CHUNK] = s.amax(-1) - s.mean(-1)
+    rows = k.transpose(1, 2).reshape(B * N, H, d)  # one row per token, every head
+    qt = q.transpose(1, 2)  # (B, N, H, d)
+    offset = (torch.arange(B, device=q.device) * N)[:, None, None]
+    chunk = max(1, _GATHER_BUDGET // (B * H * U * d))
+    for i in range(0, N, chunk):
+        p = pos[:, i:i + chunk] + offset  # (B, c, U) rows of the flattened batch
+        c = p.shape[1]
+        ks = rows.index_select(0, p.reshape(-1)).view(B, c, U, H, d)
+        s = torch.einsum("bcuhd,bchd->bhcu", ks, qt[:, i:i + chunk]) * scale  # (B, H, c, U)
+        out[:, :, i:i + chunk] = s.amax(-1) - s.mean(-1)
     return out
 
 

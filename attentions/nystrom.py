@@ -34,7 +34,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from attentions.base import AttentionBase, key_mask, real_rank, sequence_conv
@@ -59,7 +58,7 @@ def segment_means(x: torch.Tensor, mask: torch.Tensor, m: int):
     n = mask.sum(-1, keepdim=True).clamp(min=1)  # (B, 1)
     m_b = n.clamp(max=m)
     seg = torch.div(real_rank(mask) * m_b, n, rounding_mode="floor")  # (B, N) in [0, m_b)
-    pool = F.one_hot(seg, m).to(x.dtype) * mask[..., None].to(x.dtype)  # (B, N, m)
+    pool = (seg[..., None] == torch.arange(m, device=x.device)).to(x.dtype) * mask[..., None].to(x.dtype)  # (B, N, m)
     counts = pool.sum(1)  # (B, m)
     pool = pool / counts.clamp(min=1)[:, None, :]
     return torch.einsum("bnm,bhnd->bhmd", pool, x), counts > 0

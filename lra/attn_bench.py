@@ -6,20 +6,24 @@
 One measurement = one attention layer (dim = heads x head_dim, built with max_len = N, options at
 their defaults unless given with -o) in training mode on x (B, N, dim) with every token real:
 one warm-up step, then timed steps of forward + backward (loss = mean of the squared output)
-until at least --min-time seconds and --min-iters steps have run. Time is the mean wall time of
-a step, the device synchronised around it (lra.measure.Stopwatch); peak memory is
-lra.measure.PeakMemory over the timed steps: on CUDA the peak of allocated memory (it includes the
-layer's parameters and the input, as the PolaFormer paper's Table 6 does), on CPU the peak
-resident memory added by the steps.
+until at least --min-time seconds and --min-iters steps have run, each step timed with the
+device synchronised around it (lra.measure.Stopwatch). The table shows the median step time
+(`--stat min` for the best one, steadier on a shared machine; the rows hold median, min and
+mean). Peak memory is lra.measure.PeakMemory over two more steps: on CUDA the peak of allocated
+memory (it includes the layer's parameters and the input, as the PolaFormer paper's Table 6
+does), on CPU the peak resident memory the steps added.
 
-Every measurement runs in a fresh Python process, so nothing an earlier measurement allocated (or
-left in the allocator) pollutes the next one, and a crash or an out-of-memory kill costs one cell
-of the table, not the run. On CPU the worker fixes glibc's mmap threshold so that large tensors
-go back to the system when freed (otherwise the resident high-water mark would hide them) and
-caps its address space at --memory-limit-gb, so running out of memory is an error it can report
-("oom") rather than a visit from the kernel's OOM killer. A measurement that runs past --timeout
-is recorded as "timeout"; after an oom or a timeout the larger N of the same attention are
-skipped ("skipped").
+Every measurement runs in fresh Python processes, so nothing an earlier measurement allocated
+(or left in the allocator) pollutes the next one, and a crash or an out-of-memory kill costs one
+cell of the table, not the run. On CPU, time and memory come from two processes: the memory one
+runs with glibc's mmap threshold fixed at 1 MiB (MALLOC_MMAP_THRESHOLD_), so every large tensor
+goes back to the system when freed and the resident high-water mark sees each step's true peak
+(with glibc's default, freed blocks are kept and reused, and the mark misses them), while the
+timed one keeps the default allocator, as training has it (the fixed threshold costs page faults
+on every step). Workers cap their address space at --memory-limit-gb, so running out of memory
+is an error they report ("oom") rather than a visit from the kernel's OOM killer. A measurement
+that runs past --timeout is recorded as "timeout"; after an oom or a timeout the larger N of the
+same attention are skipped.
 
 Presets that only change a constant (pola-a3/a5/a7 vs pola) cost the same and are not repeated
 unless named. `bench_rows()` returns the rows for other tools (e.g. `lra bench`).
@@ -68,17 +72,26 @@ def measure(spec: dict) -> dict:
         layer.zero_grad(set_to_none=True)
 
     step()  # warm-up: first-call costs (kernels, thread pools) stay out of the figures
-    memory, timer = PeakMemory(device), Stopwatch(device)
-    memory.start()
-    iters = 0
-    while iters < spec["min_iters"] or (timer.seconds < spec["min_time"] and iters < spec["max_iters"]):
-        timer.start()
-        step()
-        timer.stop()
-        iters += 1
-    return {"status": "ok", "ms": 1000 * timer.seconds / iters, "peak_mb": memory.peak_mb(),
-            "memory_method": memory.method, "iters": iters,
-            "params": sum(p.numel() for p in layer.parameters()), "threads": torch.get_num_threads()}
+    result = {"status": "ok", "params": sum(p.numel() for p in layer.parameters()),
+              "threads": torch.get_num_threads()}
+    if "time" in spec["phases"]:
+        timer, times = Stopwatch(device), []
+        while len(times) < spec["min_iters"] or (timer.seconds < spec["min_time"] and len(times) < spec["max_iters"]):
+            before = timer.seconds
+            timer.start()
+            step()
+            timer.stop()
+            times.append(timer.seconds - before)
+        times.sort()
+        result.update(ms=1000 * times[len(times) // 2], ms_min=1000 * times[0],
+                      ms_mean=1000 * sum(times) / len(times), iters=len(times))
+    if "memory" in spec["phases"]:
+        memory = PeakMemory(device)
+        memory.start()
+        for _ in range(2):
+            step()
+        result.update(peak_mb=memory.peak_mb(), memory_method=memory.method)
+    return result
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -123,12 +136,8 @@ def total_memory_gb() -> float | None:
     return None
 
 
-def run_one(spec: dict, timeout: float) -> dict:
-    """One measurement in a fresh interpreter; its row (status ok / oom / timeout / failed)."""
-    env = dict(os.environ)
-    if spec["device"] == "cpu":
-        # large blocks are mmap-ed and returned on free, so the RSS high-water mark sees each step
-        env.setdefault("MALLOC_MMAP_THRESHOLD_", str(1 << 20))
+def run_worker(spec: dict, timeout: float, env: dict) -> dict:
+    """One worker process; its result (status ok / oom / timeout / failed)."""
     cmd = [sys.executable, "-m", "lra.attn_bench", "--worker", json.dumps(spec)]
     t0 = time.perf_counter()
     try:
@@ -143,6 +152,22 @@ def run_one(spec: dict, timeout: float) -> dict:
         return {"status": "oom", "error": f"worker killed (signal 9) after {time.perf_counter() - t0:.0f} s"}
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
     return {"status": "failed", "error": f"worker exited with {proc.returncode}: {tail[0]}"[:500]}
+
+
+def run_one(spec: dict, timeout: float) -> dict:
+    """One measurement: on CUDA one worker times and measures; on CPU two workers, because the
+    allocator settings that make resident memory honest (every large block mmap-ed, returned on
+    free) cost page faults that would distort the time."""
+    if not spec["device"].startswith("cpu"):
+        return run_worker({**spec, "phases": ["time", "memory"]}, timeout, dict(os.environ))
+    timed = run_worker({**spec, "phases": ["time"]}, timeout, dict(os.environ))
+    if timed["status"] != "ok":
+        return timed
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}  # fixed: no dynamic raise
+    mem = run_worker({**spec, "phases": ["memory"]}, timeout, env)
+    if mem["status"] != "ok":
+        return mem
+    return {**timed, **mem, "memory_method": mem["memory_method"] + "+malloc_mmap_threshold_1MiB"}
 
 
 def bench_rows(names: Sequence[str] | None = None, ns: Sequence[int] = DEFAULT_NS, *, batch: int = 8,
@@ -184,8 +209,9 @@ def growth(rows: list[dict], name: str, key: str, lo: int, hi: int) -> float | N
     return b / a if a and b else None
 
 
-def format_table(rows: list[dict]) -> str:
-    """One line per attention: 'ms / MiB' per N, and the growth of both over the last 4x of N."""
+def format_table(rows: list[dict], stat: str = "median") -> str:
+    """One line per attention: 'ms / MiB' per N (ms: the median step, or the best with
+    stat="min"), and the growth of both over the last 4x of N."""
     from tabulate import tabulate
 
     import attentions
@@ -208,9 +234,10 @@ def format_table(rows: list[dict]) -> str:
                 line.append(r["status"])
             else:
                 mb = r["peak_mb"]
-                line.append(f"{r['ms']:.1f} / {mb:.0f}" if mb is not None else f"{r['ms']:.1f} / -")
+                ms = r["ms_min"] if stat == "min" else r["ms"]
+                line.append(f"{ms:.1f} / {mb:.0f}" if mb is not None else f"{ms:.1f} / -")
         if lo != hi:
-            for key in ("ms", "peak_mb"):
+            for key in ("ms_min" if stat == "min" else "ms", "peak_mb"):
                 g = growth(rows, name, key, lo, hi)
                 line.append(f"{g:.1f}" if g is not None else "-")
         table.append(line)
@@ -261,6 +288,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per measurement (default 600)")
     p.add_argument("--memory-limit-gb", type=float, default=None,
                    help="CPU: address-space cap of each worker (default 80%% of RAM)")
+    p.add_argument("--stat", choices=["median", "min"], default="median",
+                   help="step time shown in the table: median (default) or min (steadier on a busy machine)")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
                    help="also write the rows as JSON to PATH (or stdout with no PATH)")
 
@@ -287,13 +316,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     env = environment(args.device)
-    head = (f"forward+backward of one attention layer, B={args.batch}, H={args.heads}, d={args.head_dim}, "
-            f"{args.precision}, on {env['device_name']}, torch {env['torch']}, {env['threads']} threads")
+    head = (f"forward+backward of one attention layer ({args.stat} step time in ms / peak MiB), B={args.batch}, "
+            f"H={args.heads}, d={args.head_dim}, {args.precision}, on {env['device_name']}, torch {env['torch']}, "
+            f"{env['threads']} threads")
     if args.json == "-":
         print(json.dumps({"env": env, "rows": rows}, indent=1))
     else:
         print(head)
-        print(format_table(rows))
+        print(format_table(rows, args.stat))
         if args.json:
             Path(args.json).write_text(json.dumps({"env": env, "rows": rows}, indent=1) + "\n")
     return 0

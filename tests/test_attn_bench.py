@@ -14,8 +14,8 @@ def test_rows_and_table():
     assert [r["n"] for r in rows] == [64, 256]
     for r in rows:
         assert r["status"] == "ok", r
-        assert r["ms"] > 0 and r["peak_mb"] is not None and r["memory_method"] == "cpu_rss_high_water_mark"
-        assert r["iters"] == 1 and r["batch"] == 1 and r["head_dim"] == 8
+        assert r["ms"] > 0 and r["peak_mb"] is not None and r["memory_method"].startswith("cpu_rss_high_water_mark")
+        assert r["iters"] == 1 and r["ms_min"] <= r["ms"] and r["batch"] == 1 and r["head_dim"] == 8
     table = attn_bench.format_table(rows)
     assert "linear" in table and "N=256: ms / MiB" in table and "O(N d^2)" in table
     json.dumps(rows)  # rows are plain data for other tools

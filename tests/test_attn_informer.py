@@ -47,3 +47,17 @@ def test_lazy_queries_get_the_mean_of_real_values_and_active_ones_exact_rows():
 def test_bad_options():
     with pytest.raises(ValueError, match="features"):
         attentions.resolve("informer", features=0)
+
+
+def test_sparsity_measure_is_max_minus_mean_over_each_querys_samples():
+    from attentions.informer import sparsity
+
+    q, k, _, mask = qkv(N=30, lengths=(30, 12))
+    torch.manual_seed(1)
+    pos = torch.stack([torch.randint(0, n, (30, 7)) for n in (30, 12)])  # (B, N, U) sampled keys
+    got = sparsity(q, k, pos, 0.25)
+    for b in range(2):
+        for h in range(2):
+            for i in range(30):
+                s = k[b, h, pos[b, i]] @ q[b, h, i] * 0.25
+                torch.testing.assert_close(got[b, h, i], s.max() - s.mean())
