@@ -249,6 +249,8 @@ def environment(device: str) -> dict:
 
     info = {"torch": torch.__version__, "device": device, "threads": torch.get_num_threads(),
             "python": platform.python_version(), "machine": platform.machine()}
+    if hasattr(os, "getloadavg"):  # other work on the machine shows in the times
+        info["load_average_1_5_15min"] = [round(x, 2) for x in os.getloadavg()]
     if device.startswith("cuda") and torch.cuda.is_available():
         info["device_name"] = torch.cuda.get_device_name(torch.device(device))
     else:
@@ -303,6 +305,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return worker(json.loads(args.worker))
     from lra.errors import LRAError
 
+    load_at_start = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
     def progress(row):
         cell = f"{row['ms']:.1f} ms, {row['peak_mb']:.0f} MiB" if row["status"] == "ok" else row.get("error", "")
         print(f"  {row['attention']:<12} N={row['n']:<6} {row['status']:<8} {cell}", file=sys.stderr, flush=True)
@@ -316,9 +320,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     env = environment(args.device)
+    env["load_average_at_start"] = load_at_start
     head = (f"forward+backward of one attention layer ({args.stat} step time in ms / peak MiB), B={args.batch}, "
             f"H={args.heads}, d={args.head_dim}, {args.precision}, on {env['device_name']}, torch {env['torch']}, "
-            f"{env['threads']} threads")
+            f"{env['threads']} threads; load average {env.get('load_average_at_start')} at start, "
+            f"{env.get('load_average_1_5_15min')} at end (1/5/15 min)")
     if args.json == "-":
         print(json.dumps({"env": env, "rows": rows}, indent=1))
     else:

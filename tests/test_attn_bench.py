@@ -8,17 +8,32 @@ import pytest
 from lra import attn_bench
 
 
-def test_rows_and_table():
-    rows = attn_bench.bench_rows(["linear"], [64, 256], batch=1, heads=2, head_dim=8, min_time=0.0, min_iters=1,
+def test_rows_from_worker_processes():
+    rows = attn_bench.bench_rows(["linear"], [64], batch=1, heads=2, head_dim=8, min_time=0.0, min_iters=1,
                                  max_iters=1, timeout=120)
-    assert [r["n"] for r in rows] == [64, 256]
-    for r in rows:
-        assert r["status"] == "ok", r
-        assert r["ms"] > 0 and r["peak_mb"] is not None and r["memory_method"].startswith("cpu_rss_high_water_mark")
-        assert r["iters"] == 1 and r["ms_min"] <= r["ms"] and r["batch"] == 1 and r["head_dim"] == 8
-    table = attn_bench.format_table(rows)
-    assert "linear" in table and "N=256: ms / MiB" in table and "O(N d^2)" in table
+    assert len(rows) == 1
+    r = rows[0]
+    assert r["status"] == "ok", r
+    assert r["ms"] > 0 and r["ms_min"] <= r["ms"] and r["iters"] == 1
+    assert r["peak_mb"] is not None and r["memory_method"].startswith("cpu_rss_high_water_mark")
+    assert (r["n"], r["batch"], r["heads"], r["head_dim"]) == (64, 1, 2, 8)
     json.dumps(rows)  # rows are plain data for other tools
+
+
+def test_table_cells_and_growth_columns():
+    def row(name, n, ms, mb, status="ok"):
+        return {"attention": name, "n": n, "status": status, "ms": ms, "ms_min": ms and ms / 2, "peak_mb": mb}
+
+    rows = [row("softmax", 1024, 10, 5), row("softmax", 2048, 40, 20), row("softmax", 8192, 640, 320),
+            row("linear", 1024, 1, 1), row("linear", 2048, 2, 2), row("linear", 8192, 8, 8),
+            row("pola", 2048, 3, 3), row("pola", 8192, None, None, "oom")]
+    table = attn_bench.format_table(rows)
+    lines = {line.split()[0]: line for line in table.splitlines()[2:]}
+    assert "N=1024: ms / MiB" in table and "time x (2048->8192)" in table and "mem x (2048->8192)" in table
+    assert "640.0 / 320" in lines["softmax"] and lines["softmax"].split()[-2:] == ["16.0", "16.0"]
+    assert lines["linear"].split()[-2:] == ["4.0", "4.0"] and "O(N d^2)" in lines["linear"]
+    assert "oom" in lines["pola"] and lines["pola"].split()[-2:] == ["-", "-"]
+    assert "320.0 / 320" in attn_bench.format_table(rows, stat="min")
 
 
 def test_out_of_memory_is_recorded_and_larger_n_skipped():
