@@ -25,6 +25,7 @@ from attentions.base import (
     real_positions,
     real_rank,
     sample_real,
+    sequence_conv,
     split_heads,
 )
 from attentions.registry import (
@@ -54,6 +55,6 @@ __all__ = [
     "AttentionBase", "ENTRY_POINT_GROUP", "Entry", "NoOptions", "available", "build", "core_dtype",
     "default_name", "describe_options", "float32_core", "get", "key_mask", "linear_attention",
     "load_plugins", "merge_heads", "option_fields", "options_dict", "quadratic_linear_attention",
-    "real_positions", "real_rank", "register", "resolve", "sample_real", "split_heads",
+    "real_positions", "real_rank", "register", "resolve", "sample_real", "sequence_conv", "split_heads",
     "unregister",
 ]

@@ -13,8 +13,9 @@ the comparison fair.
 Helpers shared by several methods live here too, so each method file holds only its own idea:
 the rank of each real token (`real_rank`), the positions of the real tokens (`real_positions`),
 uniform sampling among real tokens that does not depend on how far a batch is padded
-(`sample_real`), and normalised linear attention with its quadratic reference
-(`linear_attention`, `quadratic_linear_attention`).
+(`sample_real`), normalised linear attention with its quadratic reference
+(`linear_attention`, `quadratic_linear_attention`), and a depthwise convolution along the
+sequence (`sequence_conv`).
 """
 
 from __future__ import annotations
@@ -115,13 +116,10 @@ def linear_attention(phi_q, phi_k, v, mask, eps: float, mean: bool = False):
     return (phi_q @ kv) / (den + eps)
 
 
-def quadratic_linear_attention(phi_q, phi_k, v, mask, eps: float, mean: bool = False, weights=None):
-    """The same output as `linear_attention`, written with the N x N matrix A_ij = phi_q_i . phi_k_j
-    (optionally times `weights` (B|1, H|1, N, N)), for tests and attention maps. Returns
-    (out, A_normalised)."""
+def quadratic_linear_attention(phi_q, phi_k, v, mask, eps: float, mean: bool = False):
+    """The same output as `linear_attention`, written with the N x N matrix A_ij = phi_q_i . phi_k_j,
+    for tests and attention maps. Returns (out, A row-normalised)."""
     a = phi_q @ phi_k.transpose(-2, -1)
-    if weights is not None:
-        a = a * weights
     a = a.masked_fill(~mask[:, None, None, :], 0.0)
     den = a.sum(-1, keepdim=True)
     if mean:  # dividing both sums by n is the same as eps -> n * eps

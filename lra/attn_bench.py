@@ -56,6 +56,8 @@ def measure(spec: dict) -> dict:
     from lra.measure import PeakMemory, Stopwatch
 
     device = torch.device(spec["device"])
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
     B, N, H, d = spec["batch"], spec["n"], spec["heads"], spec["head_dim"]
     torch.manual_seed(spec.get("seed", 0))
     layer = attentions.build(spec["attention"], dim=H * d, heads=H, max_len=N, **spec.get("options", {}))
@@ -138,6 +140,8 @@ def total_memory_gb() -> float | None:
 
 def run_worker(spec: dict, timeout: float, env: dict) -> dict:
     """One worker process; its result (status ok / oom / timeout / failed)."""
+    if spec.get("threads"):
+        env = {**env, "OMP_NUM_THREADS": str(spec["threads"])}
     cmd = [sys.executable, "-m", "lra.attn_bench", "--worker", json.dumps(spec)]
     t0 = time.perf_counter()
     try:
@@ -173,7 +177,8 @@ def run_one(spec: dict, timeout: float) -> dict:
 def bench_rows(names: Sequence[str] | None = None, ns: Sequence[int] = DEFAULT_NS, *, batch: int = 8,
                heads: int = 2, head_dim: int = 32, device: str = "cpu", precision: str = "fp32",
                options: dict | None = None, min_time: float = 1.0, min_iters: int = 2, max_iters: int = 50,
-               timeout: float = 600.0, memory_limit_gb: float | None = None, progress=None) -> list[dict]:
+               timeout: float = 600.0, memory_limit_gb: float | None = None, threads: int | None = None,
+               progress=None) -> list[dict]:
     """One row per (attention, N): the spec of the measurement plus its result."""
     import attentions
 
@@ -189,7 +194,8 @@ def bench_rows(names: Sequence[str] | None = None, ns: Sequence[int] = DEFAULT_N
         for n in sorted(ns):
             spec = {"attention": name, "n": n, "batch": batch, "heads": heads, "head_dim": head_dim,
                     "device": device, "precision": precision, "options": options or {}, "min_time": min_time,
-                    "min_iters": min_iters, "max_iters": max_iters, "memory_limit_gb": memory_limit_gb}
+                    "min_iters": min_iters, "max_iters": max_iters, "memory_limit_gb": memory_limit_gb,
+                    "threads": threads}
             if stop:
                 result = {"status": "skipped", "error": stop}
             else:
@@ -284,6 +290,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="autocast around the layer (cores run in float32 either way); default fp32")
     p.add_argument("-o", "--option", action="append", type=key_value, default=[], metavar="KEY=VALUE",
                    help="attention option for every attention measured (repeatable)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads per worker (default: torch's default, all cores). On a machine shared "
+                        "with other work, 1 thread avoids the stalls of a multi-threaded step waiting for a "
+                        "descheduled thread")
     p.add_argument("--min-time", type=float, default=1.0, help="seconds of timed steps at least (default 1)")
     p.add_argument("--min-iters", type=int, default=2, help="timed steps at least (default 2)")
     p.add_argument("--max-iters", type=int, default=50, help="timed steps at most (default 50)")
@@ -315,12 +325,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = bench_rows(args.attention, args.n, batch=args.batch, heads=args.heads, head_dim=args.head_dim,
                           device=args.device, precision=args.precision, options=dict(args.option),
                           min_time=args.min_time, min_iters=args.min_iters, max_iters=args.max_iters,
-                          timeout=args.timeout, memory_limit_gb=args.memory_limit_gb, progress=progress)
+                          timeout=args.timeout, memory_limit_gb=args.memory_limit_gb, threads=args.threads,
+                          progress=progress)
     except LRAError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     env = environment(args.device)
     env["load_average_at_start"] = load_at_start
+    if args.threads:
+        env["threads"] = args.threads
     head = (f"forward+backward of one attention layer ({args.stat} step time in ms / peak MiB), B={args.batch}, "
             f"H={args.heads}, d={args.head_dim}, {args.precision}, on {env['device_name']}, torch {env['torch']}, "
             f"{env['threads']} threads; load average {env.get('load_average_at_start')} at start, "
