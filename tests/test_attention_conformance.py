@@ -83,22 +83,40 @@ def test_seeded_determinism(name):
 BASES = sorted({attentions.get(n).base or n for n in NAMES})  # one per class: presets share code
 
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # CUDA joins where there is one
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", NAMES)
-def test_bf16_autocast_long_sequence_with_large_inputs_stays_finite(name):
+def test_bf16_autocast_long_sequence_with_large_inputs_stays_finite(name, device):
     """N = 4096, inputs x 30, under bf16 autocast: feature maps and normalisers must hold up
     (the float16/bf16 overflows of xformers #96, fast-transformers #32, performer-pytorch #44)."""
     N = 4096
     torch.manual_seed(0)
-    layer = attentions.build(name, dim=64, heads=2, max_len=N).train()
-    x = (torch.randn(1, N, 64) * 30).requires_grad_(True)
-    mask = torch.arange(N)[None, :] < 4000
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    layer = attentions.build(name, dim=64, heads=2, max_len=N).to(device).train()
+    x = (torch.randn(1, N, 64, device=device) * 30).requires_grad_(True)
+    mask = torch.arange(N, device=device)[None, :] < 4000
+    with torch.autocast(device, dtype=torch.bfloat16):
         y = call(layer, x, mask)
     assert torch.isfinite(y).all()
     (y.float() * mask[..., None]).square().mean().backward()
     assert torch.isfinite(x.grad).all()
     for pname, p in layer.named_parameters():
         assert p.grad is None or torch.isfinite(p.grad).all(), pname
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", NAMES)
+def test_padding_does_not_leak_under_bf16_autocast(name, device):
+    torch.manual_seed(0)
+    layer = attentions.build(name, dim=DIM, heads=HEADS, max_len=64).to(device).eval()
+    x, mask = inputs()
+    x, mask = x.to(device), mask.to(device)
+    noisy = torch.where(mask[..., None], x, 100 * torch.randn_like(x))
+    with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16):
+        a, b = call(layer, x, mask), call(layer, noisy, mask)
+    assert torch.isfinite(b).all()
+    torch.testing.assert_close(a[mask].float(), b[mask].float(), rtol=2e-2, atol=2e-2)
 
 
 class LargestTensor(TorchDispatchMode):
