@@ -14,7 +14,20 @@ without touching anything else.
 import importlib
 import pkgutil
 
-from attentions.base import AttentionBase, float32_core, key_mask, merge_heads, split_heads
+from attentions.base import (
+    AttentionBase,
+    core_dtype,
+    float32_core,
+    key_mask,
+    linear_attention,
+    merge_heads,
+    quadratic_linear_attention,
+    real_positions,
+    real_rank,
+    sample_real,
+    sequence_conv,
+    split_heads,
+)
 from attentions.registry import (
     ENTRY_POINT_GROUP,
     Entry,
@@ -39,8 +52,9 @@ for _module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
-    "AttentionBase", "ENTRY_POINT_GROUP", "Entry", "NoOptions", "available", "build",
-    "default_name", "describe_options", "float32_core", "get", "key_mask", "load_plugins",
-    "merge_heads", "option_fields", "options_dict", "register", "resolve", "split_heads",
+    "AttentionBase", "ENTRY_POINT_GROUP", "Entry", "NoOptions", "available", "build", "core_dtype",
+    "default_name", "describe_options", "float32_core", "get", "key_mask", "linear_attention",
+    "load_plugins", "merge_heads", "option_fields", "options_dict", "quadratic_linear_attention",
+    "real_positions", "real_rank", "register", "resolve", "sample_real", "sequence_conv", "split_heads",
     "unregister",
 ]

@@ -9,6 +9,13 @@ The core runs with autocast switched off on float32 inputs, as in the Skyformer/
 ports the paper setup comes from: kernel feature maps, exponentials and normalisers overflow in
 float16 (xformers #96, fast-transformers #32, performer-pytorch #44), and one rule for all keeps
 the comparison fair.
+
+Helpers shared by several methods live here too, so each method file holds only its own idea:
+the rank of each real token (`real_rank`), the positions of the real tokens (`real_positions`),
+uniform sampling among real tokens that does not depend on how far a batch is padded
+(`sample_real`), normalised linear attention with its quadratic reference
+(`linear_attention`, `quadratic_linear_attention`), and a depthwise convolution along the
+sequence (`sequence_conv`).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -38,9 +46,86 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(B, N, H * d)
 
 
-def key_mask(mask: torch.Tensor) -> torch.Tensor:
+def key_mask(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """(B, N) bool -> (B, 1, N, 1) float, to zero keys and values at padded positions."""
-    return mask[:, None, :, None].to(torch.float32)
+    return mask[:, None, :, None].to(dtype)
+
+
+def core_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a core computes in: float32, or float64 when the input is (for exactness tests)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def real_rank(mask: torch.Tensor) -> torch.Tensor:
+    """(B, N) bool -> (B, N) long: the index of each real token among the real tokens of its
+    sequence (0, 1, ...); padded positions get the rank of the last real token before them.
+    With the usual prefix masks this is just the position; it also keeps position-dependent
+    methods right for masks with holes."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def real_positions(mask: torch.Tensor) -> torch.Tensor:
+    """(B, N) bool -> (B, N) long: the positions of the real tokens first (in order), then the
+    padded ones. Entry r < n_b is the position of the r-th real token of sequence b."""
+    return torch.argsort((~mask).to(torch.int8), dim=-1, stable=True)
+
+
+def sample_real(mask: torch.Tensor, shape: tuple[int, ...], keep: int | None = None) -> torch.Tensor:
+    """Positions of real tokens drawn uniformly (with replacement), one draw per entry of `shape`
+    for every sequence: (B, *shape) long (with the first dimension cut to `keep` if given).
+
+    One set of uniform numbers of `shape` is drawn (from the global generator) and scaled by each
+    sequence's real length, as in the Skyformer port. Nothing drawn depends on the padded length
+    N, so padding a batch further (or changing padded content) changes no sample."""
+    u = torch.rand(shape, device=mask.device, dtype=torch.float64)[:keep]
+    n = mask.sum(-1).clamp(min=1)  # (B,)
+    lead = n.view(-1, *([1] * u.dim()))
+    rank = torch.minimum((u[None] * lead).long(), lead - 1)
+    pos = real_positions(mask)
+    return pos.gather(1, rank.reshape(rank.shape[0], -1)).view(rank.shape)
+
+
+def sequence_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Depthwise "same" convolution along the sequence dim (-2) of x (..., N, C), as Conv1d computes
+    it (cross-correlation, zero padding K // 2): out_i = sum_t weight[t] * x_{i + t - K//2} (+ bias).
+    weight: (K, ...) with weight[t] broadcasting against x (e.g. (K, C) per channel, (K, H, 1, 1)
+    per head). Written as K shifted products because torch's CPU depthwise Conv1d backward is
+    ~100x slower than this for LRA shapes."""
+    K, N = weight.shape[0], x.shape[-2]
+    xp = F.pad(x, (0, 0, K // 2, K // 2))
+    out = sum(weight[t] * xp[..., t:t + N, :] for t in range(K))
+    return out if bias is None else out + bias
+
+
+def linear_attention(phi_q, phi_k, v, mask, eps: float, mean: bool = False):
+    """Normalised linear attention, O(N f d) time and O(N (f + d) + f d) memory:
+
+        out_i = phi_q_i (sum_j phi_k_j^T v_j) / (phi_q_i . sum_j phi_k_j + eps)
+
+    phi_q, phi_k: (B, H, N, f) non-negative features; v: (B, H, N, d); sums over real keys only
+    (phi_k and v are zeroed at padding here). With mean=True both sums are divided by the number
+    of real keys n first, so eps is relative to a mean (PolaFormer's convention)."""
+    m = key_mask(mask, phi_k.dtype)
+    phi_k = phi_k * m
+    kv = phi_k.transpose(-2, -1) @ (v * m)  # (B, H, f, d)
+    ksum = phi_k.sum(-2)  # (B, H, f)
+    if mean:
+        n = mask.sum(-1).clamp(min=1).to(phi_k.dtype)[:, None, None]
+        kv, ksum = kv / n[..., None], ksum / n
+    den = phi_q @ ksum[..., :, None]  # (B, H, N, 1)
+    return (phi_q @ kv) / (den + eps)
+
+
+def quadratic_linear_attention(phi_q, phi_k, v, mask, eps: float, mean: bool = False):
+    """The same output as `linear_attention`, written with the N x N matrix A_ij = phi_q_i . phi_k_j,
+    for tests and attention maps. Returns (out, A row-normalised)."""
+    a = phi_q @ phi_k.transpose(-2, -1)
+    a = a.masked_fill(~mask[:, None, None, :], 0.0)
+    den = a.sum(-1, keepdim=True)
+    if mean:  # dividing both sums by n is the same as eps -> n * eps
+        eps = eps * mask.sum(-1).clamp(min=1).to(a.dtype)[:, None, None, None]
+    a_n = a / (den + eps)
+    return a_n @ v, a_n
 
 
 class AttentionBase(nn.Module):
@@ -51,7 +136,12 @@ class AttentionBase(nn.Module):
 
     An attention may set `self.aux_loss` to a scalar tensor during forward (for example a
     distillation loss); the training loop adds every such loss to the task loss and records it.
+
+    `linear_memory = True` declares that forward and backward never hold an N x N tensor (no
+    quadratic memory in the sequence length); the conformance suite checks the claim.
     """
+
+    linear_memory: bool = False
 
     def __init__(self, dim: int, heads: int, max_len: int, options=None):
         super().__init__()
@@ -62,8 +152,8 @@ class AttentionBase(nn.Module):
         self.aux_loss: torch.Tensor | None = None
 
     def project(self, x: torch.Tensor):
-        """q, k, v as (B, H, N, d) in float32."""
-        q, k, v = self.qkv(x).float().chunk(3, dim=-1)
+        """q, k, v as (B, H, N, d) in float32 (float64 if x is float64)."""
+        q, k, v = self.qkv(x).to(core_dtype(x.dtype)).chunk(3, dim=-1)
         return split_heads(q, self.heads), split_heads(k, self.heads), split_heads(v, self.heads)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,12 @@
 """Conformance suite run over every registered attention, presets and plugins included: a new
 variant is held to these the moment it is registered."""
 
+import sys
+
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 import attentions
 
@@ -72,3 +76,100 @@ def test_seeded_determinism(name):
         a = call(make(name, seed=5), x, mask)
         b = call(make(name, seed=5), x, mask)
     assert torch.equal(a, b)
+
+
+# --- numerics, memory, documentation ------------------------------------------------------------
+
+BASES = sorted({attentions.get(n).base or n for n in NAMES})  # one per class: presets share code
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # CUDA joins where there is one
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", NAMES)
+def test_bf16_autocast_long_sequence_with_large_inputs_stays_finite(name, device):
+    """N = 4096, inputs x 30, under bf16 autocast: feature maps and normalisers must hold up
+    (the float16/bf16 overflows of xformers #96, fast-transformers #32, performer-pytorch #44)."""
+    N = 4096
+    torch.manual_seed(0)
+    layer = attentions.build(name, dim=64, heads=2, max_len=N).to(device).train()
+    x = (torch.randn(1, N, 64, device=device) * 30).requires_grad_(True)
+    mask = torch.arange(N, device=device)[None, :] < 4000
+    with torch.autocast(device, dtype=torch.bfloat16):
+        y = call(layer, x, mask)
+    assert torch.isfinite(y).all()
+    (y.float() * mask[..., None]).square().mean().backward()
+    assert torch.isfinite(x.grad).all()
+    for pname, p in layer.named_parameters():
+        assert p.grad is None or torch.isfinite(p.grad).all(), pname
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("name", NAMES)
+def test_padding_does_not_leak_under_bf16_autocast(name, device):
+    torch.manual_seed(0)
+    layer = attentions.build(name, dim=DIM, heads=HEADS, max_len=64).to(device).eval()
+    x, mask = inputs()
+    x, mask = x.to(device), mask.to(device)
+    noisy = torch.where(mask[..., None], x, 100 * torch.randn_like(x))
+    with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16):
+        a, b = call(layer, x, mask), call(layer, noisy, mask)
+    assert torch.isfinite(b).all()
+    torch.testing.assert_close(a[mask].float(), b[mask].float(), rtol=2e-2, atol=2e-2)
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the largest storage (in elements) produced by any operator while active, forward
+    and backward alike."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest, self.op = 0, None
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                n = t.untyped_storage().nbytes() // t.element_size()
+                if n > self.largest:
+                    self.largest, self.op = n, str(func)
+        return out
+
+
+def largest_tensor(name, N, **options):
+    torch.manual_seed(0)
+    layer = attentions.build(name, dim=32, heads=2, max_len=N, **options).train()
+    x = torch.randn(1, N, 32, requires_grad=True)
+    mask = torch.arange(N)[None, :] < N - 100
+    with LargestTensor() as rec:
+        y = call(layer, x, mask)
+        y.square().sum().backward()
+    return rec
+
+
+def test_memory_probe_sees_a_quadratic_method():
+    """The probe below would catch an N x N tensor: it sees the one of plain softmax."""
+    N = 2048
+    rec = largest_tensor("softmax", N, impl="reference")
+    assert rec.largest >= 2 * N * N
+
+
+@pytest.mark.parametrize("name", [n for n in BASES if getattr(attentions.get(n).cls, "linear_memory", False)])
+def test_linear_methods_never_hold_an_n_by_n_tensor(name):
+    """No tensor anywhere in forward or backward comes near one head's N x N matrix."""
+    N = 2048
+    rec = largest_tensor(name, N)
+    assert rec.largest < N * N / 4, f"{name}: {rec.largest} elements from {rec.op}"
+
+
+@pytest.mark.parametrize("name", BASES)
+def test_documented_equation_options_and_complexity(name):
+    """Each attention's file documents every option (the lead-in docstring or the class's), and
+    the registry has its one-line description and complexity for `lra list`."""
+    entry = attentions.get(name)
+    doc = (sys.modules[entry.cls.__module__].__doc__ or "") + (entry.cls.__doc__ or "")
+    assert entry.description and entry.complexity.startswith("O(")
+    assert "Paper:" in doc or "Vaswani" in doc
+    for field in attentions.option_fields(name):
+        assert f"{field.name} (" in doc, f"{name}: option {field.name!r} is not documented"

@@ -1,0 +1,99 @@
+"""Informer ProbSparse attention: full softmax for the u most "active" queries, mean(V) for the rest.
+
+    c = ceil(features / ln L),  U = u = c ceil(ln L)            (L = max_len; u capped at N)
+    M(q_i) = max_s q_i . k_s / sqrt(d) - mean_s q_i . k_s / sqrt(d)   over U keys sampled per query
+    out_i = softmax(q_i K^T / sqrt(d) + M_pad) V    for the u queries of largest M
+    out_i = mean_j v_j                               for the others          (real tokens only)
+
+Paper: Zhou et al., "Informer: Beyond Efficient Transformer for Long Sequence Time-Series
+Forecasting", AAAI 2021 (a Table 4 / Table 6 comparator of the PolaFormer paper). This follows
+the Skyformer port (`in_nb_features` 128 -> factor c), with padding handled for real: sampled
+keys are real tokens, only real queries compete for the top u, the lazy queries get the mean of
+the real values, and the full rows mask padded keys. The port ignored the mask altogether.
+
+To keep padding out of every random choice, c, U and u come from max_len (the padded length the
+model was built for, which is what the port used) and the sampled key positions come from one
+uniform draw of shape (max(N, max_len), U) scaled by each sequence's real length. The selection
+(M and top-u) is not differentiable and runs without autograd, in chunks of queries, so its
+memory stays O(chunk U d).
+
+Options:
+    features (int, 128): sets the factor c = ceil(features / ln max_len) (the port's in_nb_features).
+
+Cost: O(N u d + N U d) time with u, U ~ c ln L (O(N log N)), O(N u) memory.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from attentions.base import AttentionBase, key_mask, sample_real
+from attentions.registry import register
+
+_GATHER_BUDGET = 1 << 19  # elements of sampled keys gathered at a time by the sparsity measurement
+
+
+@torch.no_grad()
+def sparsity(q, k, pos, scale: float):
+    """M(q_i) = max - mean of q_i . k_s * scale over the sampled keys pos (B, N, U): (B, H, N).
+    The U sampled keys of a chunk of queries are copied out as whole token rows (all heads at
+    once, about 2^19 elements at a time) and scored against their query: O(N U d) time and
+    O(chunk U d) memory, as the method intends (scoring a chunk against every key and picking
+    the samples would be O(N^2 d) time)."""
+    B, H, N, d = q.shape
+    U = pos.shape[-1]
+    out = torch.empty(B, H, N, dtype=q.dtype, device=q.device)
+    rows = k.transpose(1, 2).reshape(B * N, H, d)  # one row per token, every head
+    qt = q.transpose(1, 2)  # (B, N, H, d)
+    offset = (torch.arange(B, device=q.device) * N)[:, None, None]
+    chunk = max(1, _GATHER_BUDGET // (B * H * U * d))
+    for i in range(0, N, chunk):
+        p = pos[:, i:i + chunk] + offset  # (B, c, U) rows of the flattened batch
+        c = p.shape[1]
+        ks = rows.index_select(0, p.reshape(-1)).view(B, c, U, H, d)
+        s = torch.einsum("bcuhd,bchd->bhcu", ks, qt[:, i:i + chunk]) * scale  # (B, H, c, U)
+        out[:, :, i:i + chunk] = s.amax(-1) - s.mean(-1)
+    return out
+
+
+def informer_attention(q, k, v, mask, factor: int, max_len: int):
+    B, H, N, d = q.shape
+    scale = 1 / math.sqrt(d)
+    U = factor * math.ceil(math.log(max_len)) if max_len > 1 else 1  # keys sampled per query
+    u = min(U, N)  # queries given full attention
+    n = mask.sum(-1)  # (B,)
+    m = key_mask(mask, v.dtype)
+    context = ((v * m).sum(2, keepdim=True) / n.clamp(min=1).to(v.dtype)[:, None, None, None]).expand(B, H, N, d)
+    pos = sample_real(mask, (max(N, max_len), U), keep=N)  # (B, N, U)
+    with torch.no_grad():
+        score = sparsity(q, k, pos, scale).masked_fill(~mask[:, None, :], float("-inf"))
+        top = score.topk(u, dim=-1).indices  # (B, H, u); padded queries only where n < u
+    q_top = q.gather(2, top[..., None].expand(B, H, u, d))
+    logits = (q_top @ k.transpose(-2, -1) * scale).masked_fill(~mask[:, None, None, :], float("-inf"))
+    full = torch.softmax(logits, dim=-1) @ v  # (B, H, u, d)
+    return context.scatter(2, top[..., None].expand(B, H, u, d), full)
+
+
+@register("informer", complexity="O(N log N d) time, O(N log N) memory")
+class InformerAttention(AttentionBase):
+    """Informer ProbSparse attention (Zhou et al., 2021): top-u queries exact, the rest mean(V)."""
+
+    linear_memory = True  # never N x N: the top-u rows are u x N with u ~ c ln max_len
+
+    @dataclass
+    class Options:
+        features: int = 128
+
+        def __post_init__(self):
+            if self.features < 1:
+                raise ValueError(f"features must be >= 1, got {self.features}")
+
+    def __init__(self, dim, heads, max_len, options):
+        super().__init__(dim, heads, max_len, options)
+        self.factor = math.ceil(options.features / math.log(max_len)) if max_len > 1 else 1
+
+    def core(self, q, k, v, mask):
+        return informer_attention(q, k, v, mask, self.factor, self.max_len)

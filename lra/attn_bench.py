@@ -1,0 +1,352 @@
+"""Micro-benchmark of the attention layers alone: forward + backward time and peak memory against N.
+
+    python -m lra.attn_bench                                  # every attention, N = 1024 .. 8192, CPU
+    python -m lra.attn_bench --attention pola nystrom softmax --n 2048 8192 --device cuda --json bench.json
+
+One measurement = one attention layer (dim = heads x head_dim, built with max_len = N, options at
+their defaults unless given with -o) in training mode on x (B, N, dim) with every token real:
+one warm-up step, then timed steps of forward + backward (loss = mean of the squared output)
+until at least --min-time seconds and --min-iters steps have run, each step timed with the
+device synchronised around it (lra.measure.Stopwatch). The table shows the median step time
+(`--stat min` for the best one, steadier on a shared machine; the rows hold median, min and
+mean). Peak memory is lra.measure.PeakMemory over two more steps: on CUDA the peak of allocated
+memory (it includes the layer's parameters and the input, as the PolaFormer paper's Table 6
+does), on CPU the peak resident memory the steps added.
+
+Every measurement runs in fresh Python processes, so nothing an earlier measurement allocated
+(or left in the allocator) pollutes the next one, and a crash or an out-of-memory kill costs one
+cell of the table, not the run. On CPU, time and memory come from two processes: the memory one
+runs with glibc's mmap threshold fixed at 1 MiB (MALLOC_MMAP_THRESHOLD_), so every large tensor
+goes back to the system when freed and the resident high-water mark sees each step's true peak
+(with glibc's default, freed blocks are kept and reused, and the mark misses them), while the
+timed one keeps the default allocator, as training has it (the fixed threshold costs page faults
+on every step). Workers cap their address space at --memory-limit-gb, so running out of memory
+is an error they report ("oom") rather than a visit from the kernel's OOM killer. A measurement
+that runs past --timeout is recorded as "timeout"; after an oom or a timeout the larger N of the
+same attention are skipped.
+
+Presets that only change a constant (pola-a3/a5/a7 vs pola) cost the same and are not repeated
+unless named. `bench_rows()` returns the rows for other tools (e.g. `lra bench`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+DEFAULT_NS = (1024, 2048, 4096, 8192)
+RESULT_TAG = "ATTN_BENCH_RESULT "
+
+
+# --- one measurement (runs in the worker process) ------------------------------------------------
+
+
+def measure(spec: dict) -> dict:
+    """Time and peak memory of forward + backward for one (attention, N) in this process."""
+    import torch
+
+    import attentions
+    from lra.measure import PeakMemory, Stopwatch
+
+    device = torch.device(spec["device"])
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    B, N, H, d = spec["batch"], spec["n"], spec["heads"], spec["head_dim"]
+    torch.manual_seed(spec.get("seed", 0))
+    layer = attentions.build(spec["attention"], dim=H * d, heads=H, max_len=N, **spec.get("options", {}))
+    layer = layer.to(device).train()
+    x = torch.randn(B, N, H * d, device=device, requires_grad=True)
+    mask = torch.ones(B, N, dtype=torch.bool, device=device)
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[spec.get("precision", "fp32")]
+
+    def step():
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            y = layer(x, mask)
+        y.float().square().mean().backward()
+        x.grad = None
+        layer.zero_grad(set_to_none=True)
+
+    step()  # warm-up: first-call costs (kernels, thread pools) stay out of the figures
+    result = {"status": "ok", "params": sum(p.numel() for p in layer.parameters()),
+              "threads": torch.get_num_threads()}
+    if "time" in spec["phases"]:
+        timer, times = Stopwatch(device), []
+        while len(times) < spec["min_iters"] or (timer.seconds < spec["min_time"] and len(times) < spec["max_iters"]):
+            before = timer.seconds
+            timer.start()
+            step()
+            timer.stop()
+            times.append(timer.seconds - before)
+        times.sort()
+        result.update(ms=1000 * times[len(times) // 2], ms_min=1000 * times[0],
+                      ms_mean=1000 * sum(times) / len(times), iters=len(times))
+    if "memory" in spec["phases"]:
+        memory = PeakMemory(device)
+        memory.start()
+        for _ in range(2):
+            step()
+        result.update(peak_mb=memory.peak_mb(), memory_method=memory.method)
+    return result
+
+
+def _is_oom(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__}: {exc}".lower()
+    return any(s in text for s in ("out of memory", "can't allocate memory", "cannot allocate memory",
+                                   "outofmemoryerror", "std::bad_alloc"))
+
+
+def worker(spec: dict) -> int:
+    if spec["device"] == "cpu" and spec.get("memory_limit_gb"):
+        import resource
+
+        limit = int(spec["memory_limit_gb"] * 1024 ** 3)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    try:
+        result = measure(spec)
+    except MemoryError as exc:
+        result = {"status": "oom", "error": f"MemoryError: {exc}"}
+    except Exception as exc:  # reported in the row, the table goes on
+        result = {"status": "oom" if _is_oom(exc) else "failed", "error": f"{type(exc).__name__}: {exc}"[:500]}
+    print(RESULT_TAG + json.dumps(result), flush=True)
+    return 0
+
+
+# --- the driver ------------------------------------------------------------------------------------
+
+
+def default_attentions() -> list[str]:
+    """Every registered attention except presets (they share their base's cost)."""
+    import attentions
+
+    return [n for n in attentions.available() if not attentions.get(n).is_preset]
+
+
+def total_memory_gb() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024 ** 2
+    except OSError:
+        pass
+    return None
+
+
+def run_worker(spec: dict, timeout: float, env: dict) -> dict:
+    """One worker process; its result (status ok / oom / timeout / failed)."""
+    if spec.get("threads"):
+        env = {**env, "OMP_NUM_THREADS": str(spec["threads"])}
+    cmd = [sys.executable, "-m", "lra.attn_bench", "--worker", json.dumps(spec)]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                              cwd=str(Path(__file__).resolve().parent.parent))
+    except subprocess.TimeoutExpired:
+        return {"status": "timeout", "error": f"no result within {timeout:g} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(RESULT_TAG):
+            return json.loads(line[len(RESULT_TAG):])
+    if proc.returncode in (-9, 137):  # killed, by the OOM killer in practice
+        return {"status": "oom", "error": f"worker killed (signal 9) after {time.perf_counter() - t0:.0f} s"}
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+    return {"status": "failed", "error": f"worker exited with {proc.returncode}: {tail[0]}"[:500]}
+
+
+def run_one(spec: dict, timeout: float) -> dict:
+    """One measurement: on CUDA one worker times and measures; on CPU two workers, because the
+    allocator settings that make resident memory honest (every large block mmap-ed, returned on
+    free) cost page faults that would distort the time."""
+    if not spec["device"].startswith("cpu"):
+        return run_worker({**spec, "phases": ["time", "memory"]}, timeout, dict(os.environ))
+    timed = run_worker({**spec, "phases": ["time"]}, timeout, dict(os.environ))
+    if timed["status"] != "ok":
+        return timed
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}  # fixed: no dynamic raise
+    mem = run_worker({**spec, "phases": ["memory"]}, timeout, env)
+    if mem["status"] != "ok":
+        return mem
+    return {**timed, **mem, "memory_method": mem["memory_method"] + "+malloc_mmap_threshold_1MiB"}
+
+
+def bench_rows(names: Sequence[str] | None = None, ns: Sequence[int] = DEFAULT_NS, *, batch: int = 8,
+               heads: int = 2, head_dim: int = 32, device: str = "cpu", precision: str = "fp32",
+               options: dict | None = None, min_time: float = 1.0, min_iters: int = 2, max_iters: int = 50,
+               timeout: float = 600.0, memory_limit_gb: float | None = None, threads: int | None = None,
+               progress=None) -> list[dict]:
+    """One row per (attention, N): the spec of the measurement plus its result."""
+    import attentions
+
+    names = list(names or default_attentions())
+    for n in names:
+        attentions.resolve(n, **(options or {}))  # unknown names / options fail before any work
+    if memory_limit_gb is None and device == "cpu":
+        total = total_memory_gb()
+        memory_limit_gb = round(0.8 * total, 1) if total else None
+    rows = []
+    for name in names:
+        stop = None
+        for n in sorted(ns):
+            spec = {"attention": name, "n": n, "batch": batch, "heads": heads, "head_dim": head_dim,
+                    "device": device, "precision": precision, "options": options or {}, "min_time": min_time,
+                    "min_iters": min_iters, "max_iters": max_iters, "memory_limit_gb": memory_limit_gb,
+                    "threads": threads}
+            if stop:
+                result = {"status": "skipped", "error": stop}
+            else:
+                result = run_one(spec, timeout)
+                if result["status"] in ("oom", "timeout"):
+                    stop = f"{result['status']} at N={n}"
+            row = {**spec, **result}
+            rows.append(row)
+            if progress:
+                progress(row)
+    return rows
+
+
+def growth(rows: list[dict], name: str, key: str, lo: int, hi: int) -> float | None:
+    cells = {r["n"]: r.get(key) for r in rows if r["attention"] == name and r["status"] == "ok"}
+    a, b = cells.get(lo), cells.get(hi)
+    return b / a if a and b else None
+
+
+def format_table(rows: list[dict], stat: str = "median") -> str:
+    """One line per attention: 'ms / MiB' per N (ms: the median step, or the best with
+    stat="min"), and the growth of both over the last 4x of N."""
+    from tabulate import tabulate
+
+    import attentions
+
+    ns = sorted({r["n"] for r in rows})
+    names = list(dict.fromkeys(r["attention"] for r in rows))
+    hi = ns[-1]
+    lo = hi // 4 if hi // 4 in ns else ns[0]
+    headers = ["attention", "complexity"] + [f"N={n}: ms / MiB" for n in ns]
+    if lo != hi:
+        headers += [f"time x ({lo}->{hi})", f"mem x ({lo}->{hi})"]
+    table = []
+    for name in names:
+        line = [name, attentions.get(name).complexity]
+        for n in ns:
+            r = next((r for r in rows if r["attention"] == name and r["n"] == n), None)
+            if r is None:
+                line.append("-")
+            elif r["status"] != "ok":
+                line.append(r["status"])
+            else:
+                mb = r["peak_mb"]
+                ms = r["ms_min"] if stat == "min" else r["ms"]
+                line.append(f"{ms:.1f} / {mb:.0f}" if mb is not None else f"{ms:.1f} / -")
+        if lo != hi:
+            for key in ("ms_min" if stat == "min" else "ms", "peak_mb"):
+                g = growth(rows, name, key, lo, hi)
+                line.append(f"{g:.1f}" if g is not None else "-")
+        table.append(line)
+    return tabulate(table, headers=headers, disable_numparse=True)
+
+
+def environment(device: str) -> dict:
+    import torch
+
+    info = {"torch": torch.__version__, "device": device, "threads": torch.get_num_threads(),
+            "python": platform.python_version(), "machine": platform.machine()}
+    if hasattr(os, "getloadavg"):  # other work on the machine shows in the times
+        info["load_average_1_5_15min"] = [round(x, 2) for x in os.getloadavg()]
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["device_name"] = torch.cuda.get_device_name(torch.device(device))
+    else:
+        cpu = "cpu"
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+        except OSError:
+            pass
+        info["device_name"] = f"{cpu} ({os.cpu_count()} cores)"
+    return info
+
+
+# --- command line ----------------------------------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from lra.cli import key_value
+
+    p.add_argument("--attention", nargs="+", default=None, metavar="NAME",
+                   help="attentions to measure (default: every registered one except presets)")
+    p.add_argument("--n", nargs="+", type=int, default=list(DEFAULT_NS), metavar="N",
+                   help=f"sequence lengths (default {' '.join(map(str, DEFAULT_NS))})")
+    p.add_argument("--batch", type=int, default=8, help="batch size B (default 8)")
+    p.add_argument("--heads", type=int, default=2, help="heads H (default 2)")
+    p.add_argument("--head-dim", type=int, default=32, help="head dim d (default 32)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="autocast around the layer (cores run in float32 either way); default fp32")
+    p.add_argument("-o", "--option", action="append", type=key_value, default=[], metavar="KEY=VALUE",
+                   help="attention option for every attention measured (repeatable)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads per worker (default: torch's default, all cores). On a machine shared "
+                        "with other work, 1 thread avoids the stalls of a multi-threaded step waiting for a "
+                        "descheduled thread")
+    p.add_argument("--min-time", type=float, default=1.0, help="seconds of timed steps at least (default 1)")
+    p.add_argument("--min-iters", type=int, default=2, help="timed steps at least (default 2)")
+    p.add_argument("--max-iters", type=int, default=50, help="timed steps at most (default 50)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds per measurement (default 600)")
+    p.add_argument("--memory-limit-gb", type=float, default=None,
+                   help="CPU: address-space cap of each worker (default 80%% of RAM)")
+    p.add_argument("--stat", choices=["median", "min"], default="median",
+                   help="step time shown in the table: median (default) or min (steadier on a busy machine)")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
+                   help="also write the rows as JSON to PATH (or stdout with no PATH)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lra.attn_bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker(json.loads(args.worker))
+    from lra.errors import LRAError
+
+    load_at_start = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+    def progress(row):
+        cell = f"{row['ms']:.1f} ms, {row['peak_mb']:.0f} MiB" if row["status"] == "ok" else row.get("error", "")
+        print(f"  {row['attention']:<12} N={row['n']:<6} {row['status']:<8} {cell}", file=sys.stderr, flush=True)
+
+    try:
+        rows = bench_rows(args.attention, args.n, batch=args.batch, heads=args.heads, head_dim=args.head_dim,
+                          device=args.device, precision=args.precision, options=dict(args.option),
+                          min_time=args.min_time, min_iters=args.min_iters, max_iters=args.max_iters,
+                          timeout=args.timeout, memory_limit_gb=args.memory_limit_gb, threads=args.threads,
+                          progress=progress)
+    except LRAError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    env = environment(args.device)
+    env["load_average_at_start"] = load_at_start
+    if args.threads:
+        env["threads"] = args.threads
+    head = (f"forward+backward of one attention layer ({args.stat} step time in ms / peak MiB), B={args.batch}, "
+            f"H={args.heads}, d={args.head_dim}, {args.precision}, on {env['device_name']}, torch {env['torch']}, "
+            f"{env['threads']} threads; load average {env.get('load_average_at_start')} at start, "
+            f"{env.get('load_average_1_5_15min')} at end (1/5/15 min)")
+    if args.json == "-":
+        print(json.dumps({"env": env, "rows": rows}, indent=1))
+    else:
+        print(head)
+        print(format_table(rows, args.stat))
+        if args.json:
+            Path(args.json).write_text(json.dumps({"env": env, "rows": rows}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

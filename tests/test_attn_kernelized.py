@@ -1,0 +1,35 @@
+"""Kernelized attention: exactly exp(-|q' - k'|^2 / 2) V over real keys, rows not normalised."""
+
+import pytest
+import torch
+
+import attentions
+from attentions.kernelized import kernelized_attention
+
+
+def test_core_is_the_gaussian_kernel_times_v():
+    torch.manual_seed(0)
+    n, N, d = 5, 8, 16
+    q, k, v = (torch.randn(1, 1, N, d, dtype=torch.float64) for _ in range(3))
+    mask = torch.arange(N)[None] < n
+    s = d ** -0.25
+    kern = torch.exp(-torch.cdist(q[0, 0] * s, k[0, 0, :n] * s) ** 2 / 2)
+    torch.testing.assert_close(kernelized_attention(q, k, v, mask)[0, 0], kern @ v[0, 0, :n])
+
+
+def test_dropout_on_the_kernel_only_in_training():
+    layer = attentions.build("kernelized", dim=16, heads=2, max_len=8, dropout=0.5)
+    x, mask = torch.randn(2, 8, 16), torch.ones(2, 8, dtype=torch.bool)
+    layer.eval()
+    torch.testing.assert_close(layer(x, mask), layer(x, mask))
+    layer.train()
+    torch.manual_seed(0)
+    a = layer(x, mask)
+    torch.manual_seed(1)
+    assert not torch.allclose(a, layer(x, mask))
+    assert attentions.resolve("kernelized").dropout == 0.1  # the port's setting
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="dropout"):
+        attentions.resolve("kernelized", dropout=1.0)

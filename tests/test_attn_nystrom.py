@@ -1,0 +1,101 @@
+"""Nystromformer: landmarks are segment means of real tokens; with as many landmarks as tokens it
+is softmax; the iterative pseudo-inverse converges to the true one; the convolution skip."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import attentions
+from attentions.nystrom import iterative_pinv, nystrom_attention, segment_means
+from attentions.softmax import softmax_reference
+from attn_check import build, outputs_and_grads, padded_inputs
+
+
+def test_segment_means_of_real_tokens_with_uneven_segments():
+    N, m = 14, 4
+    x = torch.arange(N, dtype=torch.float64).view(1, 1, N, 1).repeat(2, 1, 1, 1)
+    mask = torch.arange(N)[None] < torch.tensor([10, 3])[:, None]
+    lm, used = segment_means(x, mask, m)
+    # 10 real tokens in 4 segments: floor(r * 4 / 10) -> sizes 3, 2, 3, 2
+    torch.testing.assert_close(lm[0, 0, :, 0], torch.tensor([1.0, 3.5, 6.0, 8.5], dtype=torch.float64))
+    # 3 real tokens, fewer than m: each token is its own landmark, the 4th is unused
+    torch.testing.assert_close(lm[1, 0, :3, 0], torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64))
+    assert used.tolist() == [[True] * 4, [True, True, True, False]]
+
+
+def test_iterative_pinv_converges_to_the_pseudo_inverse():
+    torch.manual_seed(0)
+    a = torch.softmax(torch.randn(3, 12, 12, dtype=torch.float64), dim=-1)
+    torch.testing.assert_close(iterative_pinv(a, 30), torch.linalg.pinv(a), rtol=1e-8, atol=1e-8)
+    err = [(iterative_pinv(a, it) @ a - torch.eye(12, dtype=a.dtype)).norm() for it in (2, 4, 6)]
+    assert err[0] > err[1] > err[2]
+
+
+@pytest.mark.parametrize("N,lengths", [(40, (40, 23, 1)), (7, (7, 7, 2))])
+def test_as_many_landmarks_as_tokens_is_softmax(N, lengths):
+    torch.manual_seed(0)
+    B, H, d = 3, 2, 16
+    q, k, v = (torch.randn(B, H, N, d, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    mask = torch.arange(N)[None] < torch.tensor(lengths)[:, None]
+    sel = mask[:, None].expand(-1, H, -1)
+    outs, grads = [], []
+    for fn in (lambda: nystrom_attention(q, k, v, mask, landmarks=N, pinv_iters=40),
+               lambda: softmax_reference(q, k, v, mask)):
+        o = fn()
+        outs.append(o[sel])
+        grads.append(torch.autograd.grad((o[sel]).sin().sum(), (q, k, v)))
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-9, atol=1e-9)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
+
+
+def test_error_falls_as_landmarks_grow():
+    """With the paper's 6 iterations (which also regularise: the exact pseudo-inverse of a small
+    landmark matrix amplifies the approximation error) the error falls as landmarks grow."""
+    torch.manual_seed(0)
+    B, H, N, d = 2, 2, 96, 16
+    q, k, v = (torch.randn(B, H, N, d, dtype=torch.float64) for _ in range(3))
+    mask = torch.arange(N)[None] < torch.tensor([96, 70])[:, None]
+    sel = mask[:, None].expand(-1, H, -1)
+    ref = softmax_reference(q, k, v, mask)[sel]
+    err = [(nystrom_attention(q, k, v, mask, m, 6)[sel] - ref).norm() / ref.norm() for m in (4, 16, 48, 96)]
+    assert err[0] > err[1] > err[2] > err[3] and err[3] < 0.1
+
+
+def test_default_layer_is_close_to_softmax_on_short_sequences():
+    """128 landmarks, 6 iterations, sequences shorter than 128: the method is softmax up to the
+    unconverged pseudo-inverse."""
+    x, mask = padded_inputs(2, 30, 32, (30, 12))
+    nys, soft = build("nystrom"), build("softmax", dropout=0.0, impl="reference")
+    nys.load_state_dict(soft.state_dict(), strict=False)
+    with torch.no_grad():
+        torch.testing.assert_close(nys(x, mask)[mask], soft(x, mask)[mask], rtol=0, atol=0.1)
+
+
+def test_conv_skip_adds_a_per_head_depthwise_convolution_of_masked_values():
+    layer = build("nystrom", conv_kernel=3)
+    assert layer.conv.weight.shape == (2, 1, 3, 1)
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 9, 16, dtype=torch.float64) for _ in range(3))
+    mask = torch.arange(9)[None] < torch.tensor([9, 5])[:, None]
+    got = layer.core(q, k, v, mask) - nystrom_attention(q, k, v, mask, 128, 6)
+    vm = v * mask[:, None, :, None]
+    w = layer.conv.weight[:, 0, :, 0]  # (H, 3)
+    pad = F.pad(vm, (0, 0, 1, 1))
+    expected = sum(w[None, :, t, None, None] * pad[:, :, t:t + 9] for t in range(3))
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(got, layer.conv(vm))  # the original code's Conv2d, same weights
+
+
+def test_gradients_reach_the_conv_kernel():
+    layer = build("nystrom", conv_kernel=5)
+    x, mask = padded_inputs(2, 12, 32, (12, 6))
+    _, grads = outputs_and_grads(layer, x, mask)
+    assert grads["conv.weight"].abs().sum() > 0
+
+
+@pytest.mark.parametrize("bad,match", [({"landmarks": 0}, "landmarks"), ({"conv_kernel": 4}, "odd"),
+                                       ({"pinv_iters": -1}, "pinv_iters")])
+def test_bad_options(bad, match):
+    with pytest.raises(ValueError, match=match):
+        attentions.resolve("nystrom", **bad)
