@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import uuid
 from pathlib import Path
 
 import torch
 
 import attentions
-from lra.config import RunConfig
+from lra.atomic import atomic_write
+from lra.config import RunConfig, flatten
 from lra.errors import ConfigError
 
 # Settings that may differ between a run and its resumption.
@@ -44,18 +43,8 @@ def directory(cfg: RunConfig) -> Path:
     return Path(cfg.results_dir) / "checkpoints" / run_key(cfg)
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k in ("model", "train", "data"):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def differences(saved: dict, current: dict) -> list[str]:
-    a, b = _flat(saved), _flat(current)
+    a, b = flatten(saved), flatten(current)
     keys = sorted((set(a) | set(b)) - RUNTIME)
     return [f"{k}: checkpoint {a.get(k)!r}, now {b.get(k)!r}" for k in keys if a.get(k) != b.get(k)]
 
@@ -71,18 +60,8 @@ def check_compatible(saved_config: dict, cfg: RunConfig, path: Path) -> None:
 
 
 def save(path: Path, state: dict) -> None:
-    """torch.save to a temporary file, fsync, rename: a crash leaves the previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Atomically (lra/atomic.py): a crash or SIGKILL mid-write leaves the previous checkpoint intact."""
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load(path: Path) -> dict:

@@ -107,6 +107,17 @@ class RunConfig:
 SECTIONS = ("model", "train", "data")
 
 
+def flatten(d: dict, prefix: str = "") -> dict:
+    """A RunConfig dict with its sections spelled out: {"train.lr": ..., "seed": ...}."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k in SECTIONS:
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def set_field(cfg: RunConfig, key: str, value) -> None:
     """Apply one override `section.name=value` (or a top-level `name=value`), type-checked."""
     parts = key.split(".")

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lra.config import flatten
 from lra.errors import ConfigError
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -175,16 +176,6 @@ def passthrough(args) -> list[str]:
 # --- matching records --------------------------------------------------------------------------
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k in ("model", "train", "data"):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _normalise(value):
     return json.loads(json.dumps(value, sort_keys=True, default=str))
 
@@ -203,7 +194,7 @@ def matches(record: dict, config: dict) -> bool:
     knows (a field added to the config since) are not held against it."""
     if record.get("kind", "train") != "train" or record.get("status") != "ok":
         return False
-    a, b = _flat(_normalise(record.get("config") or {})), _flat(config)
+    a, b = flatten(_normalise(record.get("config") or {})), flatten(config)
     for key in ("task", "attention", "preset", "seed"):
         if record.get(key) != config.get(key):
             return False

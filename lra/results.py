@@ -11,11 +11,12 @@ count, the training curve, data provenance); readers must ignore keys they do no
 from __future__ import annotations
 
 import json
-import os
 import uuid
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
+
+from lra.atomic import atomic_write_text
 
 STATUSES = ("ok", "oom", "diverged", "failed")
 REQUIRED_KEYS = ("run_id", "task", "attention", "attention_options", "preset", "seed", "status", "metrics",
@@ -30,34 +31,6 @@ def now() -> str:
 def new_run_id(task: str, attention: str, preset: str, seed: int) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     return f"{task}-{attention}-{preset}-s{seed}-{stamp}-{uuid.uuid4().hex[:6]}"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a unique temporary file in the same folder, fsync, then rename over `path`.
-
-    Readers see the old file or the new one, never a torn one, and concurrent writers of
-    different files never touch each other's temporaries.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
 
 
 def write_record(results_dir: str | Path, record: dict) -> Path:

@@ -19,6 +19,7 @@ deduplicate. It runs in parallel over cores in fixed chunks whose random streams
 from __future__ import annotations
 
 import csv  # the writer: the official generator's dialect
+import io
 import json
 import multiprocessing as mp
 import os
@@ -28,6 +29,7 @@ from typing import Iterator
 
 import numpy as np
 
+from lra.atomic import atomic_write
 from lra.errors import ConfigError, DataError
 from tasks.base import Example, Recipe, Smoke, Task, locate
 
@@ -93,15 +95,16 @@ def read_tsv(path: Path) -> Iterator[tuple[int, str, int]]:
 
 def write_tsv(path: Path, rows) -> None:
     """Write (source, target) rows in the release's format, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, delimiter="\t")  # the official generator's writer (\r\n lines)
+
+    def write(f):
+        text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+        writer = csv.writer(text, delimiter="\t")  # the official generator's writer (\r\n lines)
         writer.writerow(HEADER)
         writer.writerows(rows)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+        text.flush()
+        text.detach()
+
+    atomic_write(path, write)
 
 
 # --- generator -----------------------------------------------------------------------------------

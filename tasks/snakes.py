@@ -56,6 +56,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from lra.atomic import atomic_write_text
 from lra.errors import ConfigError
 
 DIFFICULTIES = {"curv_baseline": 6, "curv_contour_length_9": 9, "curv_contour_length_14": 14}
@@ -600,9 +601,7 @@ def write_batch(job) -> int:
         Image.fromarray(sample.image, mode="L").save(folder / f"sample_{k}.png", optimize=False)
         lines.append(metadata_line(s, batch, k, sample.label, sample.margin))
     meta.parent.mkdir(parents=True, exist_ok=True)
-    tmp = meta.with_name(f".{meta.name}.tmp-{os.getpid()}")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, meta)
+    atomic_write_text(meta, "\n".join(lines) + "\n")
     return count
 
 
