@@ -21,6 +21,8 @@ sequence (`sequence_conv`).
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -126,6 +128,19 @@ def quadratic_linear_attention(phi_q, phi_k, v, mask, eps: float, mean: bool = F
         eps = eps * mask.sum(-1).clamp(min=1).to(a.dtype)[:, None, None, None]
     a_n = a / (den + eps)
     return a_n @ v, a_n
+
+
+@dataclass
+class LinearFormOptions:
+    """Options of a feature-map attention with a linear form and a quadratic reference form
+    (`linear`, `cosformer`): which form runs, and the eps guarding its denominator."""
+
+    impl: Literal["linear", "quadratic"] = "linear"
+    eps: float = 1e-6
+
+    def __post_init__(self):
+        if not self.eps > 0:
+            raise ValueError(f"eps must be > 0, got {self.eps}")
 
 
 class AttentionBase(nn.Module):

@@ -24,13 +24,11 @@ Cost: O(N d^2) time, O(N d + d^2) memory.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from attentions.base import AttentionBase, key_mask, real_rank
+from attentions.base import AttentionBase, LinearFormOptions, key_mask, real_rank
 from attentions.registry import register
 
 
@@ -67,14 +65,7 @@ class CosformerAttention(AttentionBase):
 
     linear_memory = True
 
-    @dataclass
-    class Options:
-        impl: Literal["linear", "quadratic"] = "linear"
-        eps: float = 1e-6
-
-        def __post_init__(self):
-            if not self.eps > 0:
-                raise ValueError(f"eps must be > 0, got {self.eps}")
+    Options = LinearFormOptions
 
     def core(self, q, k, v, mask):
         fn = cosformer_reference if self.options.impl == "quadratic" else cosformer_attention

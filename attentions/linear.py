@@ -16,12 +16,10 @@ Cost: O(N d^2) time, O(N d + d^2) memory.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
 
 import torch.nn.functional as F
 
-from attentions.base import AttentionBase, linear_attention, quadratic_linear_attention
+from attentions.base import AttentionBase, LinearFormOptions, linear_attention, quadratic_linear_attention
 from attentions.registry import register
 
 
@@ -35,14 +33,7 @@ class LinearAttention(AttentionBase):
 
     linear_memory = True
 
-    @dataclass
-    class Options:
-        impl: Literal["linear", "quadratic"] = "linear"
-        eps: float = 1e-6
-
-        def __post_init__(self):
-            if not self.eps > 0:
-                raise ValueError(f"eps must be > 0, got {self.eps}")
+    Options = LinearFormOptions
 
     def core(self, q, k, v, mask):
         phi_q, phi_k = elu_feature(q), elu_feature(k)

@@ -18,3 +18,33 @@ def listops_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("listops-data")
     tasks.get("listops").generate(root, seed=3, train=320, val=64, test=64, min_length=10, max_length=120, workers=2)
     return root
+
+
+@pytest.fixture
+def toy_with_presets():
+    """Registers `make(name)`: an attention with option `a` and presets name-a1 (= the defaults,
+    so an alias of `name`) and name-a2; unregistered after the test."""
+    from dataclasses import dataclass
+
+    import attentions
+    from attentions import AttentionBase
+
+    made = []
+
+    def make(name: str) -> None:
+        @attentions.register(name, presets={f"{name}-a1": {"a": 1}, f"{name}-a2": {"a": 2}})
+        class Toy(AttentionBase):
+            """Test attention with an option and two presets."""
+
+            @dataclass
+            class Options:
+                a: int = 1
+
+            def core(self, q, k, v, mask):
+                return v
+
+        made.extend([name, f"{name}-a1", f"{name}-a2"])
+
+    yield make
+    for name in made:
+        attentions.unregister(name)

@@ -61,6 +61,18 @@ def write_aclimdb_tar(path: Path, splits: dict) -> Path:
     return path
 
 
+def save_hub_copy(dd, target: Path, layout: str) -> Path:
+    """Writes a DatasetDict as a local hub copy: `save_to_disk`, or per-split parquet files laid out
+    as the hub stores them (`plain_text/<split>-00000-of-00001.parquet`)."""
+    if layout == "disk":
+        dd.save_to_disk(str(target))
+    else:
+        for split, ds in dd.items():
+            (target / "plain_text").mkdir(parents=True, exist_ok=True)
+            ds.to_parquet(str(target / "plain_text" / f"{split}-00000-of-00001.parquet"))
+    return target
+
+
 def write_imdb_hub(root: Path, splits: dict, layout: str = "disk", repo: str = "stanfordnlp/imdb") -> Path:
     """A local copy of the hub dataset: save_to_disk, or parquet files as the hub stores them."""
     import datasets
@@ -72,14 +84,7 @@ def write_imdb_hub(root: Path, splits: dict, layout: str = "disk", repo: str = "
                                           features=features)
         for split, rows in splits.items()
     })
-    target = Path(root) / "hf" / repo
-    if layout == "disk":
-        dd.save_to_disk(str(target))
-    else:
-        for split, ds in dd.items():
-            (target / "plain_text").mkdir(parents=True, exist_ok=True)
-            ds.to_parquet(str(target / "plain_text" / f"{split}-00000-of-00001.parquet"))
-    return target
+    return save_hub_copy(dd, Path(root) / "hf" / repo, layout)
 
 
 # --- AAN (Retrieval) ----------------------------------------------------------------------------
@@ -161,14 +166,7 @@ def write_cifar_hub(root: Path, batches: dict, layout: str = "disk", repo: str =
         split: datasets.Dataset.from_dict({"img": [Image.fromarray(x) for x in imgs], "label": labels}, features=features)
         for split, (imgs, labels) in splits.items()
     })
-    target = Path(root) / "hf" / repo
-    if layout == "disk":
-        dd.save_to_disk(str(target))
-    else:
-        for split, ds in dd.items():
-            (target / "plain_text").mkdir(parents=True, exist_ok=True)
-            ds.to_parquet(str(target / "plain_text" / f"{split}-00000-of-00001.parquet"))
-    return target
+    return save_hub_copy(dd, Path(root) / "hf" / repo, layout)
 
 
 # --- Pathfinder release layout ----------------------------------------------------------------------

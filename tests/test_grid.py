@@ -2,14 +2,12 @@
 which one cell crashes and the others still run."""
 
 import argparse
-from dataclasses import dataclass
 
 import pytest
 
 import _toy_plugin
 import attentions
 import tasks
-from attentions import AttentionBase
 from lra.cli import add_train_arguments, config_from_args, main
 from lra.errors import ConfigError
 from lra.grid import canonical_names, expand_attentions, expand_tasks, parse_seeds, passthrough
@@ -26,23 +24,9 @@ def plugin(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
-def aliased():
+def aliased(toy_with_presets):
     """An attention whose base name computes exactly what one of its presets does."""
-
-    @attentions.register("toyx", presets={"toyx-a1": {"a": 1}, "toyx-a2": {"a": 2}})
-    class ToyX(AttentionBase):
-        """Test attention with an option."""
-
-        @dataclass
-        class Options:
-            a: int = 1
-
-        def core(self, q, k, v, mask):
-            return v
-
-    yield
-    for name in ("toyx", "toyx-a1", "toyx-a2"):
-        attentions.unregister(name)
+    toy_with_presets("toyx")
 
 
 def test_all_folds_aliases_and_lists_keep_order(aliased):

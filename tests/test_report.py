@@ -4,12 +4,11 @@ slopes, traceability and determinism, on records written in the real format to a
 import json
 import random
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import pytest
 
 import attentions
-from attentions import AttentionBase
 from lra import paper_numbers as paper
 from lra.cli import main
 from lra.config import ModelConfig
@@ -78,23 +77,9 @@ def sources(markdown: str) -> dict:
 
 
 @pytest.fixture
-def toy():
+def toy(toy_with_presets):
     """A second registered attention with presets, one equal to the defaults."""
-
-    @attentions.register("toyq", presets={"toyq-a1": {"a": 1}, "toyq-a2": {"a": 2}})
-    class ToyQ(AttentionBase):
-        """Report test attention."""
-
-        @dataclass
-        class Options:
-            a: int = 1
-
-        def core(self, q, k, v, mask):
-            return v
-
-    yield
-    for name in ("toyq", "toyq-a1", "toyq-a2"):
-        attentions.unregister(name)
+    toy_with_presets("toyq")
 
 
 def test_table4_mean_std_statuses_latest_per_seed_and_bold(tmp_path, toy):
