@@ -47,6 +47,7 @@ def _norm(value):
     return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
+
 class Labeler:
     """Row label of a run: the registered name computing the same thing, else name (options)."""
 
@@ -203,6 +204,44 @@ def describe_bench(run: Run) -> str:
     if run.metric("peak_memory_method"):
         text += f"; memory: {run.metric('peak_memory_method')}"
     return text
+
+
+# --- the paper's Table 6 cells -------------------------------------------------------------------
+
+def _paper_columns6() -> dict:
+    return {c.attention: c for c in paper.TABLE6}
+
+
+def _paper_rows4() -> dict:
+    return {r.attention: r for r in paper.TABLE4 if r.attention}
+
+
+def _published6(label: str, task: str, what: str) -> str:
+    """The paper's A (from its Table 4), T or M cell for an attention and a task; "-" if none."""
+    if what == "A":
+        p = _paper_rows4().get(label)
+        return num(p.accuracy.get(task), ".2f") if p and p.accuracy.get(task) is not None else "-"
+    c = _paper_columns6().get(label)
+    if c is None:
+        return "-"
+    v = (c.throughput if what == "T" else c.memory).get(task)
+    return num(v, ".2f" if what == "T" else ".0f") if v is not None else "-"
+
+
+def _published6_average(label: str, base: str, what: str) -> str:
+    """The paper's average row: accuracy difference to the baseline, T and M ratios as printed."""
+    if what == "A":
+        p, b = _paper_rows4().get(label), _paper_rows4().get(base)
+        return f"{p.average - b.average:+.2f}" if p and b and p.average is not None else "-"
+    c = _paper_columns6().get(label)
+    if c is None:
+        return "-"
+    return f"x{c.throughput_ratio if what == 'T' else c.memory_ratio:.2f}"
+
+
+def _coverage(n: int, total: int) -> str:
+    """Says over how many tasks an average was taken, when not over all of them."""
+    return "" if n == total else f" ({n} task{'s' * (n > 1)})"
 
 
 # --- the report ----------------------------------------------------------------------------------
@@ -387,9 +426,6 @@ class Builder:
         runs = [r for r in self.bench if group is not None and r.device_group == group and self.paper_shape(r)]
         labels = self.attention_rows(runs)
         labels += [c.attention for c in paper.TABLE6 if c.attention not in labels]  # the paper's columns, always
-        acc = self.accuracy_means()
-        cols = {c.attention: c for c in paper.TABLE6}
-        pub4 = {r.attention: r for r in paper.TABLE4 if r.attention}
         tasks_here = list(paper.TABLE6_TASKS) + sorted({r.rec["task"] for r in runs} - set(paper.TABLE6_TASKS))
         cell: dict = {}
         for task in tasks_here:
@@ -397,53 +433,58 @@ class Builder:
                 found = latest([r for r in runs if r.label == label and r.rec["task"] == task])
                 if found is not None:
                     cell[(label, task)] = found
+        acc = self.accuracy_means()
         rows = []
         for task in tasks_here:
-            found = [cell[(l, task)] for l in labels if (l, task) in cell]
-            batches = sorted({r.rec["bench"]["batch_size"] for r in found})
-            length = found[0].rec["bench"]["seq_len"] if found else None
-            head = f"{task_label(task)} ({length_label(length)})" if length else task_label(task)
-            if len(batches) == 1:
-                paper_b = found[0].rec["bench"]["paper_batch_size"]
-                head += f", batch {batches[0]}" + ("" if batches[0] == paper_b else f" (paper {paper_b})")
-            refs = {}
-            for l in labels:
-                r = cell.get((l, task))
-                if r is not None:
-                    refs[l] = self.sources.add(
-                        f"Table 6 ({group[1]}, {group[2]}), {l} / {task_label(task)}: `{r.id}` ({r.rec['status']}); "
-                        f"{describe_env(r)}; {describe_bench(r)}; record {r.rel}"
-                        + (f"; error: {r.rec['error'].strip().splitlines()[-1][:200]}" if r.rec.get("error") else ""))
+            rows += self._table6_task(group, task, labels, cell, acc)
+        rows += self._table6_average(tasks_here, labels, cell, acc)
+        cols = _paper_columns6()
+        headers = ["task", "", "source"] + [l + (f" (paper: {cols[l].label})" if l in cols and cols[l].label.lower() != l else "")
+                                            for l in labels]
+        return md_table(headers, rows)
 
-            def ours(l, metric, spec):
-                r = cell.get((l, task))
-                if r is None:
-                    return "no run"
-                v = r.metric(metric)
-                text = num(v, spec) if v is not None else r.rec["status"]
-                if len(batches) > 1:
-                    text += f" (b={r.rec['bench']['batch_size']})"
-                return f"{text} {refs[l]}"
+    def _table6_task(self, group, task, labels, cell, acc) -> list[list[str]]:
+        """One task's six rows: A, T and M, ours above the paper's."""
+        found = [cell[(l, task)] for l in labels if (l, task) in cell]
+        batches = sorted({r.rec["bench"]["batch_size"] for r in found})
+        length = found[0].rec["bench"]["seq_len"] if found else None
+        head = f"{task_label(task)} ({length_label(length)})" if length else task_label(task)
+        if len(batches) == 1:
+            paper_b = found[0].rec["bench"]["paper_batch_size"]
+            head += f", batch {batches[0]}" + ("" if batches[0] == paper_b else f" (paper {paper_b})")
+        refs = {}
+        for l in labels:
+            r = cell.get((l, task))
+            if r is not None:
+                refs[l] = self.sources.add(
+                    f"Table 6 ({group[1]}, {group[2]}), {l} / {task_label(task)}: `{r.id}` ({r.rec['status']}); "
+                    f"{describe_env(r)}; {describe_bench(r)}; record {r.rel}"
+                    + (f"; error: {r.rec['error'].strip().splitlines()[-1][:200]}" if r.rec.get("error") else ""))
 
-            def pub(l, what):
-                c = cols.get(l)
-                if what == "A":
-                    p = pub4.get(l)
-                    return num(p.accuracy.get(task), ".2f") if p and p.accuracy.get(task) is not None else "-"
-                if c is None:
-                    return "-"
-                v = (c.throughput if what == "T" else c.memory).get(task)
-                return num(v, ".2f" if what == "T" else ".0f") if v is not None else "-"
+        def ours(l, metric, spec):
+            r = cell.get((l, task))
+            if r is None:
+                return "no run"
+            v = r.metric(metric)
+            text = num(v, spec) if v is not None else r.rec["status"]
+            if len(batches) > 1:
+                text += f" (b={r.rec['bench']['batch_size']})"
+            return f"{text} {refs[l]}"
 
-            rows.append([head, "A", f"ours ({self.primary or 'no'} preset)"]
-                        + [num(acc.get((l, task)), ".2f") if (l, task) in acc else "no run" for l in labels])
-            rows.append(["", "A", PUBLISHED] + [pub(l, "A") for l in labels])
-            rows.append(["", "T", "ours"] + [ours(l, "train_throughput", ".1f") for l in labels])
-            rows.append(["", "T", PUBLISHED] + [pub(l, "T") for l in labels])
-            rows.append(["", "M", "ours"] + [ours(l, "peak_memory_mb", ".0f") for l in labels])
-            rows.append(["", "M", PUBLISHED] + [pub(l, "M") for l in labels])
-        # Average row: ratio of means over the tasks both the attention and the baseline have (the
-        # paper's own average row is the ratio of its per-task means: 2642.49 / 2198.45 = 1.20).
+        return [
+            [head, "A", f"ours ({self.primary or 'no'} preset)"]
+            + [num(acc.get((l, task)), ".2f") if (l, task) in acc else "no run" for l in labels],
+            ["", "A", PUBLISHED] + [_published6(l, task, "A") for l in labels],
+            ["", "T", "ours"] + [ours(l, "train_throughput", ".1f") for l in labels],
+            ["", "T", PUBLISHED] + [_published6(l, task, "T") for l in labels],
+            ["", "M", "ours"] + [ours(l, "peak_memory_mb", ".0f") for l in labels],
+            ["", "M", PUBLISHED] + [_published6(l, task, "M") for l in labels],
+        ]
+
+    def _table6_average(self, tasks_here, labels, cell, acc) -> list[list[str]]:
+        """The average rows against the baseline: the accuracy difference, and T and M as a ratio of
+        means over the tasks both have (the paper's own average row is the ratio of its per-task
+        means: 2642.49 / 2198.45 = 1.20)."""
         base = self.baseline
 
         def ratio(l, metric):
@@ -453,34 +494,22 @@ class Builder:
             if not pairs:
                 return "-"
             value = sum(a for a, _ in pairs) / sum(b for _, b in pairs)
-            return f"x{value:.2f}" + ("" if len(pairs) == len(tasks_here) else f" ({len(pairs)} task{'s' * (len(pairs) > 1)})")
+            return f"x{value:.2f}" + _coverage(len(pairs), len(tasks_here))
 
         def delta(l):
             pairs = [(acc[(l, t)], acc[(base, t)]) for t in tasks_here if (l, t) in acc and (base, t) in acc]
             if not pairs:
                 return "-"
-            d = sum(a - b for a, b in pairs) / len(pairs)
-            return f"{d:+.2f}" + ("" if len(pairs) == len(tasks_here) else f" ({len(pairs)} task{'s' * (len(pairs) > 1)})")
+            return f"{sum(a - b for a, b in pairs) / len(pairs):+.2f}" + _coverage(len(pairs), len(tasks_here))
 
-        def pub_avg(l, what):
-            c = cols.get(l)
-            if what == "A":
-                p, b = pub4.get(l), pub4.get(base)
-                return f"{p.average - b.average:+.2f}" if p and b and p.average is not None else "-"
-            if c is None:
-                return "-"
-            return f"x{c.throughput_ratio if what == 'T' else c.memory_ratio:.2f}"
-
-        avg_head = f"Avg (vs {base})"
-        rows.append([avg_head, "A", "ours (mean difference)"] + [delta(l) for l in labels])
-        rows.append(["", "A", PUBLISHED] + [pub_avg(l, "A") for l in labels])
-        rows.append(["", "T", "ours (ratio)"] + [ratio(l, "train_throughput") for l in labels])
-        rows.append(["", "T", PUBLISHED] + [pub_avg(l, "T") for l in labels])
-        rows.append(["", "M", "ours (ratio)"] + [ratio(l, "peak_memory_mb") for l in labels])
-        rows.append(["", "M", PUBLISHED] + [pub_avg(l, "M") for l in labels])
-        headers = ["task", "", "source"] + [l + (f" (paper: {cols[l].label})" if l in cols and cols[l].label.lower() != l else "")
-                                            for l in labels]
-        return md_table(headers, rows)
+        return [
+            [f"Avg (vs {base})", "A", "ours (mean difference)"] + [delta(l) for l in labels],
+            ["", "A", PUBLISHED] + [_published6_average(l, base, "A") for l in labels],
+            ["", "T", "ours (ratio)"] + [ratio(l, "train_throughput") for l in labels],
+            ["", "T", PUBLISHED] + [_published6_average(l, base, "T") for l in labels],
+            ["", "M", "ours (ratio)"] + [ratio(l, "peak_memory_mb") for l in labels],
+            ["", "M", PUBLISHED] + [_published6_average(l, base, "M") for l in labels],
+        ]
 
     def bench_details(self) -> str:
         """Every bench record that counts (latest per cell), including the ones off the paper shape."""

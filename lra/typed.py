@@ -6,6 +6,8 @@ task options, so a string from the command line and a value from Python pass the
 
 from __future__ import annotations
 
+import json
+import types
 import typing
 from typing import Any
 
@@ -19,7 +21,7 @@ def type_name(tp) -> str:
     origin = typing.get_origin(tp)
     if origin is typing.Literal:
         return "{" + "|".join(str(a) for a in typing.get_args(tp)) + "}"
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         return " | ".join(type_name(a) for a in typing.get_args(tp))
     return getattr(tp, "__name__", str(tp))
 
@@ -27,71 +29,97 @@ def type_name(tp) -> str:
 def coerce(value: Any, tp, where: str):
     """Return `value` as type `tp`, converting command-line strings; ConfigError otherwise."""
     origin = typing.get_origin(tp)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if len(args) < len(typing.get_args(tp)):
-                return None
-        errors = []
-        for a in args:
-            try:
-                return coerce(value, a, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[-1] if errors else f"{where}: invalid value {value!r}")
+    if origin in (typing.Union, types.UnionType):
+        return _coerce_union(value, tp, where)
     if origin is typing.Literal:
-        choices = typing.get_args(tp)
-        for c in choices:
-            if value == c or (isinstance(value, str) and str(c) == value):
-                return c
-        raise ConfigError(f"{where} must be one of {list(choices)}, got {value!r}")
+        return _coerce_literal(value, tp, where)
     if origin in (dict, list, tuple) or tp in (dict, list, tuple):
-        if isinstance(value, str):
-            import json
+        return _coerce_container(value, tp, where)
+    scalar = _SCALARS.get(tp)
+    return scalar(value, where) if scalar else value
 
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError:
-                raise ConfigError(f"{where} must be JSON ({type_name(tp)}), got {value!r}") from None
-        want = origin or tp
-        if want is tuple and isinstance(value, list):
-            value = tuple(value)
-        if not isinstance(value, want):
-            raise ConfigError(f"{where} must be a {want.__name__}, got {value!r}")
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
-            return value.lower() in _TRUE
-        raise ConfigError(f"{where} must be true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.replace("_", ""))
-            except ValueError:
-                try:
-                    f = float(value)
-                    if f.is_integer():
-                        return int(f)
-                except ValueError:
-                    pass
-        raise ConfigError(f"{where} must be an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where} must be a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{where} must be a string, got {value!r}")
+
+def _coerce_union(value, tp, where: str):
+    """Optional[X] takes None (or "none"/"null" on the command line); otherwise the first member
+    type that accepts the value."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+        if len(args) < len(typing.get_args(tp)):
+            return None
+    errors = []
+    for a in args:
+        try:
+            return coerce(value, a, where)
+        except ConfigError as exc:
+            errors.append(str(exc))
+    raise ConfigError(errors[-1] if errors else f"{where}: invalid value {value!r}")
+
+
+def _coerce_literal(value, tp, where: str):
+    choices = typing.get_args(tp)
+    for c in choices:
+        if value == c or (isinstance(value, str) and str(c) == value):
+            return c
+    raise ConfigError(f"{where} must be one of {list(choices)}, got {value!r}")
+
+
+def _coerce_container(value, tp, where: str):
+    """dict / list / tuple, given as JSON on the command line."""
+    want = typing.get_origin(tp) or tp
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ConfigError(f"{where} must be JSON ({type_name(tp)}), got {value!r}") from None
+    if want is tuple and isinstance(value, list):
+        value = tuple(value)
+    if not isinstance(value, want):
+        raise ConfigError(f"{where} must be a {want.__name__}, got {value!r}")
     return value
+
+
+def _coerce_bool(value, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+        return value.lower() in _TRUE
+    raise ConfigError(f"{where} must be true or false, got {value!r}")
+
+
+def _coerce_int(value, where: str) -> int:
+    """Whole numbers also from "1_000", "1e3" or 2.0; never from a bool or 2.5."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.replace("_", ""))
+        except ValueError:
+            try:
+                f = float(value)
+            except ValueError:
+                f = None
+            if f is not None and f.is_integer():
+                return int(f)
+    raise ConfigError(f"{where} must be an integer, got {value!r}")
+
+
+def _coerce_float(value, where: str) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise ConfigError(f"{where} must be a number, got {value!r}")
+
+
+def _coerce_str(value, where: str) -> str:
+    if isinstance(value, str):
+        return value
+    raise ConfigError(f"{where} must be a string, got {value!r}")
+
+
+_SCALARS = {bool: _coerce_bool, int: _coerce_int, float: _coerce_float, str: _coerce_str}
