@@ -476,16 +476,8 @@ def add_parser(sub) -> None:
     p.set_defaults(func=cmd_bench)
 
 
-def cmd_bench(args) -> int:
-    import torch
-
-    import attentions
-    import tasks
-    from lra.env import environment, pick_device
-    from lra.grid import expand_attentions, expand_tasks
-    from lra.results import now, read_records, write_record
-
-    device = pick_device(args.device)
+def _checked_phases(args) -> list[str]:
+    """The phases to measure, after checking every numeric flag (ConfigError naming the flag)."""
     phases = [p for p in (x.strip() for x in args.phases.split(",")) if p]
     if args.scaling and args.phases == "train,eval":
         phases = ["train"]
@@ -498,6 +490,43 @@ def cmd_bench(args) -> int:
             raise ConfigError(f"--{flag.replace('_', '-')} must be >= {low}, got {v}")
     if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {args.steps}")
+    return phases
+
+
+def _cells(args, task_names, attention_names, device_type: str) -> list[Cell]:
+    """Every (task, attention) with its configuration and the batch it will run (and why)."""
+    import tasks
+
+    cells = []
+    for task_name in task_names:
+        for attention in attention_names:
+            cfg = base_config(args, task_name, attention)
+            if args.seq_len is not None:
+                cfg.data.seq_len = args.seq_len
+            cfg.train.batch_size, reason = choose_batch(tasks.get(task_name), cfg.data.seq_len, args.batch_size,
+                                                        device_type, args.cpu_tokens)
+            cells.append(Cell(task_name, attention, cfg, reason))
+    return cells
+
+
+def _recorded_cells(results_dir) -> dict:
+    """Cell key -> the successful bench record already under results_dir (for --skip-existing)."""
+    from lra.results import read_records
+
+    return {r["bench"]["key"]: r for r in read_records(results_dir)
+            if r.get("kind") == "bench" and r.get("status") == "ok" and r.get("bench", {}).get("key")}
+
+
+def cmd_bench(args) -> int:
+    import torch
+
+    import attentions
+    from lra.env import environment, pick_device
+    from lra.grid import expand_attentions, expand_tasks
+    from lra.results import now, write_record
+
+    device = pick_device(args.device)
+    phases = _checked_phases(args)
     task_names = expand_tasks(args.task)
     attention_names = expand_attentions(args.attention)
     timing = timing_for(args, device.type)
@@ -513,22 +542,8 @@ def cmd_bench(args) -> int:
     if args.scaling:
         return _scaling(args, device, task_names, attention_names, phases, timing, limit, env_here)
 
-    cells = []
-    for task_name in task_names:
-        for attention in attention_names:
-            cfg = base_config(args, task_name, attention)
-            task = tasks.get(task_name)
-            if args.seq_len is not None:
-                cfg.data.seq_len = args.seq_len
-            cfg.train.batch_size, reason = choose_batch(task, cfg.data.seq_len, args.batch_size, device.type,
-                                                        args.cpu_tokens)
-            cells.append(Cell(task_name, attention, cfg, reason))
-
-    existing = {}
-    if args.skip_existing:
-        for r in read_records(args.results_dir):
-            if r.get("kind") == "bench" and r.get("status") == "ok" and r.get("bench", {}).get("key"):
-                existing[r["bench"]["key"]] = r
+    cells = _cells(args, task_names, attention_names, device.type)
+    existing = _recorded_cells(args.results_dir) if args.skip_existing else {}
 
     rows, failures = [], 0
     print(f"[bench] {len(cells)} cells on {env_here['device_name']}; phases {', '.join(phases)}; "

@@ -439,17 +439,8 @@ def _train(cfg, train_model, model, optimizer, scheduler, precision, data, dist,
 
         stopping = False
         if step % guard_every == 0 or step == t.steps:
-            # Divergence and signals are decided by all ranks together at the same step: a rank
-            # that stopped alone would leave the others hanging in their next collective.
-            flags = [float(bool(nonfinite)), float(stop["signum"] is not None and step < t.steps)]
-            if dist.enabled:
-                flags = distributed.all_reduce_sum(flags, device)
-            stopping = flags[1] > 0
-            if flags[0] > 0:
-                raise Diverged(
-                    f"non-finite loss or gradients at step {step} (last finite training loss "
-                    f"{state['last_loss']}); attention {cfg.attention} with options "
-                    f"{attentions.options_dict(attentions.resolve(cfg.attention, **cfg.attention_options))}")
+            stopping = _guard(cfg, state, bool(nonfinite), stop["signum"] is not None and step < t.steps,
+                              dist, device)
         if step % log_every == 0 or step == t.steps:
             mean_loss = float(loss_sum) / logged
             if dist.enabled:
@@ -461,13 +452,8 @@ def _train(cfg, train_model, model, optimizer, scheduler, precision, data, dist,
         if step % t.eval_every == 0 or step == t.steps:
             timer.stop()
             acc = evaluate(model, data["val"], cfg, precision, dist, device, None, limit=t.eval_samples)
-            state["history"]["eval"].append([step, acc])
-            if acc > state["best_acc"]:
-                state["best_acc"], state["best_step"] = acc, step
-                state["best_model"] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-                if dist.is_main and checkpoint_every:
-                    ckpt.save(ck_dir / "best.pt", {"run_id": run_id, "step": step, "val_accuracy": acc,
-                                                   "config": cfg.to_dict(), "model": state["best_model"]})
+            _keep_best(cfg, model, state, acc, ck_dir / "best.pt" if dist.is_main and checkpoint_every else None,
+                       run_id)
             if bar is not None:
                 bar.write(f"step {step}: dev accuracy {acc:.2f}% (best {state['best_acc']:.2f}% at step "
                           f"{state['best_step']})")
@@ -493,6 +479,34 @@ def _train(cfg, train_model, model, optimizer, scheduler, precision, data, dist,
     timer.stop()
     if bar is not None:
         bar.close()
+
+
+def _guard(cfg, state, nonfinite: bool, signalled: bool, dist, device) -> bool:
+    """Raises Diverged on a non-finite loss or gradient; True when a stop signal arrived. Decided
+    by all ranks together at the same step: a rank that stopped alone would leave the others
+    hanging in their next collective."""
+    flags = [float(nonfinite), float(signalled)]
+    if dist.enabled:
+        flags = distributed.all_reduce_sum(flags, device)
+    if flags[0] > 0:
+        raise Diverged(
+            f"non-finite loss or gradients at step {state['step']} (last finite training loss "
+            f"{state['last_loss']}); attention {cfg.attention} with options "
+            f"{attentions.options_dict(attentions.resolve(cfg.attention, **cfg.attention_options))}")
+    return flags[1] > 0
+
+
+def _keep_best(cfg, model, state, acc: float, best_path, run_id: str) -> None:
+    """Logs a dev score; on a new best keeps a CPU copy of the weights (tested at the end) and,
+    where `best_path` is given, writes it as best.pt."""
+    step = state["step"]
+    state["history"]["eval"].append([step, acc])
+    if acc > state["best_acc"]:
+        state["best_acc"], state["best_step"] = acc, step
+        state["best_model"] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if best_path is not None:
+            ckpt.save(best_path, {"run_id": run_id, "step": step, "val_accuracy": acc,
+                                  "config": cfg.to_dict(), "model": state["best_model"]})
 
 
 @torch.no_grad()
