@@ -693,6 +693,7 @@ class Builder:
             "    lra bench --task all --attention all --device cpu --skip-existing                # Table 6 T / M",
             "    lra bench --scaling --attention all --device cpu                                 # scaling sweep",
             "    python run_lra.py --task listops --attention all --preset smoke --seeds 0,1,2    # accuracy (smoke)",
+            "    python run_lra.py --task pathfinder --attention all --preset smoke --seeds 0     # accuracy (smoke)",
             "    lra report",
             "",
         ]
