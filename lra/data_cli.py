@@ -74,8 +74,8 @@ def add_parser(sub) -> None:
     t.add_argument("--batches", type=int, default=20, help="timed loader batches per task")
     t.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader worker counts to time")
     t.add_argument("--train-steps", type=int, default=2, help="timed training steps (0: skip the model)")
-    t.add_argument("--train-batch", type=int, help="time the model on this many samples instead of the paper batch "
-                                                   "(when the paper batch does not fit in memory)")
+    t.add_argument("--train-batch", type=int, help="time the model on this many samples (default: the paper batch, "
+                                                   "capped at 16384 tokens per step as `lra bench` does on CPU)")
     t.add_argument("--attention", default="softmax")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_throughput)
@@ -310,6 +310,8 @@ def train_rate(task, batch: dict, attention: str, steps: int) -> float:
 
 def cmd_throughput(args) -> int:
     import tasks
+    from lra.bench import CPU_TOKENS, choose_batch
+    from lra.train import is_oom
     from tasks.base import BatchView
 
     data_dir = Path(args.data_dir)
@@ -330,16 +332,27 @@ def cmd_throughput(args) -> int:
         for w in args.workers:
             entry[f"loader_w{w}"] = loader_rate(view, r.batch_size, args.batches, w)
         if args.train_steps:
-            n = min(args.train_batch or r.batch_size, r.batch_size, len(view))
-            batch = view[np.arange(n)]
-            entry["train"] = train_rate(task, batch, args.attention, args.train_steps)
+            # The paper batch of the long tasks does not fit on a CPU (Path-X: 128 x 16K tokens):
+            # cap it as `lra bench` does, and report an out-of-memory instead of ending the command.
+            n, _ = choose_batch(task, r.seq_len, args.train_batch, "cpu", CPU_TOKENS)
+            n = min(n, len(view))
             entry["train_batch"] = n
+            try:
+                entry["train"] = train_rate(task, view[np.arange(n)], args.attention, args.train_steps)
+            except (MemoryError, RuntimeError) as exc:
+                if isinstance(exc, RuntimeError) and not is_oom(exc):
+                    raise
+                entry["train"] = None
         report[name] = entry
+        train_cells = []
+        if args.train_steps:
+            rate = entry["train"]
+            batch_note = "" if n == r.batch_size else f" (batch {n})"
+            train_cells = ([f"{rate:.3g}{batch_note}",
+                            f"{min(entry[f'loader_w{w}'] for w in args.workers) / rate:,.0f}x"]
+                           if rate else [f"out of memory{batch_note}: try --train-batch", "-"])
         rows.append([name, r.batch_size, r.seq_len * task.num_inputs, len(split)]
-                    + [f"{entry[f'loader_w{w}']:,.0f}" for w in args.workers]
-                    + ([f"{entry['train']:.3g}" + ("" if n == r.batch_size else f" (batch {n})"),
-                        f"{min(entry[f'loader_w{w}'] for w in args.workers) / entry['train']:,.0f}x"]
-                       if args.train_steps else []))
+                    + [f"{entry[f'loader_w{w}']:,.0f}" for w in args.workers] + train_cells)
     if args.json:
         print(json.dumps(report, indent=1))
         return 0

@@ -80,6 +80,17 @@ def test_throughput_times_the_paper_model_too(listops_dir, capsys):
     assert train_rate(task, batch, "softmax", steps=1) > 0
 
 
+def test_throughput_caps_the_training_batch_like_bench(listops_dir, capsys):
+    # ListOps' paper batch is 32 x 2048 tokens: over the CPU budget of 16384 tokens, so 8 samples.
+    code, out, _ = run(capsys, "data", "throughput", "listops", "--data-dir", str(listops_dir), "--batches", "1",
+                       "--workers", "0", "--train-steps", "1", "--json")
+    entry = json.loads(out)["listops"]
+    assert code == 0 and entry["train_batch"] == 8 and entry["train"] > 0
+    code, out, _ = run(capsys, "data", "throughput", "listops", "--data-dir", str(listops_dir), "--batches", "1",
+                       "--workers", "0", "--train-steps", "1", "--train-batch", "3", "--json")
+    assert json.loads(out)["listops"]["train_batch"] == 3
+
+
 def test_generate_refuses_real_data_tasks_and_unknown_options(tmp_path, capsys):
     code, _, err = run(capsys, "data", "generate", "image", "--data-dir", str(tmp_path))
     assert code == 2 and "no generator" in err and "lra data download image" in err
