@@ -21,6 +21,19 @@ def listops_dir(tmp_path_factory):
 
 
 @pytest.fixture
+def plugin(tmp_path_factory, monkeypatch):
+    """The toy attentions of tests/_toy_plugin.py, installed as a real entry-point plugin, registered
+    here and visible to every subprocess through PYTHONPATH."""
+    import _toy_plugin
+
+    root = _toy_plugin.install(tmp_path_factory.mktemp("plugin"))
+    _toy_plugin.load(root)
+    monkeypatch.setenv("PYTHONPATH", str(root))
+    yield root
+    _toy_plugin.unload(root)
+
+
+@pytest.fixture
 def toy_with_presets():
     """Registers `make(name)`: an attention with option `a` and presets name-a1 (= the defaults,
     so an alias of `name`) and name-a2; unregistered after the test."""

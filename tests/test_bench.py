@@ -10,23 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import _toy_plugin
 import tasks
 from lra.bench import choose_batch, fit_slope, make_step, measure
 from lra.cli import main
 from lra.presets import make_config
 from lra.results import REQUIRED_KEYS, read_records
 from lra.train import Precision
-
-
-@pytest.fixture
-def plugin(tmp_path_factory, monkeypatch):
-    """The toy attentions, registered here and visible to every subprocess through PYTHONPATH."""
-    root = _toy_plugin.install(tmp_path_factory.mktemp("plugin"))
-    _toy_plugin.load(root)
-    monkeypatch.setenv("PYTHONPATH", str(root))
-    yield root
-    _toy_plugin.unload(root)
 
 
 def tiny_config(attention="softmax", batch=2, seq_len=64, **train):

@@ -5,22 +5,12 @@ import argparse
 
 import pytest
 
-import _toy_plugin
 import attentions
 import tasks
 from lra.cli import add_train_arguments, config_from_args, main
 from lra.errors import ConfigError
 from lra.grid import canonical_names, expand_attentions, expand_tasks, parse_seeds, passthrough
 from lra.results import read_records
-
-
-@pytest.fixture
-def plugin(tmp_path_factory, monkeypatch):
-    root = _toy_plugin.install(tmp_path_factory.mktemp("plugin"))
-    _toy_plugin.load(root)
-    monkeypatch.setenv("PYTHONPATH", str(root))
-    yield root
-    _toy_plugin.unload(root)
 
 
 @pytest.fixture
