@@ -206,22 +206,19 @@ def describe_bench(run: Run) -> str:
     return text
 
 
-# --- the paper's Table 6 cells -------------------------------------------------------------------
+# --- the paper's numbers, by our names ------------------------------------------------------------
 
-def _paper_columns6() -> dict:
-    return {c.attention: c for c in paper.TABLE6}
-
-
-def _paper_rows4() -> dict:
-    return {r.attention: r for r in paper.TABLE4 if r.attention}
+# The paper's Table 6 columns and Table 4 rows by our attention name (the published numbers are constants).
+PAPER6 = {c.attention: c for c in paper.TABLE6}
+PAPER4 = {r.attention: r for r in paper.TABLE4 if r.attention}
 
 
 def _published6(label: str, task: str, what: str) -> str:
     """The paper's A (from its Table 4), T or M cell for an attention and a task; "-" if none."""
     if what == "A":
-        p = _paper_rows4().get(label)
+        p = PAPER4.get(label)
         return num(p.accuracy.get(task), ".2f") if p and p.accuracy.get(task) is not None else "-"
-    c = _paper_columns6().get(label)
+    c = PAPER6.get(label)
     if c is None:
         return "-"
     v = (c.throughput if what == "T" else c.memory).get(task)
@@ -231,9 +228,9 @@ def _published6(label: str, task: str, what: str) -> str:
 def _published6_average(label: str, base: str, what: str) -> str:
     """The paper's average row: accuracy difference to the baseline, T and M ratios as printed."""
     if what == "A":
-        p, b = _paper_rows4().get(label), _paper_rows4().get(base)
+        p, b = PAPER4.get(label), PAPER4.get(base)
         return f"{p.average - b.average:+.2f}" if p and b and p.average is not None else "-"
-    c = _paper_columns6().get(label)
+    c = PAPER6.get(label)
     if c is None:
         return "-"
     return f"x{c.throughput_ratio if what == 'T' else c.memory_ratio:.2f}"
@@ -341,7 +338,7 @@ class Builder:
             n_five = sum(m is not None for m in five)
             avg_text = num(avg, ".2f") if avg is not None else ("no run" if n_five == 0 else f"needs all 5 ({n_five}/5)")
             grid[label] = (cells, means, avg, avg_text)
-        published = {r.attention: r for r in paper.TABLE4 if r.attention}
+        published = PAPER4
         # best per column, ours and published separately
         best_ours = []
         for j in range(len(self.tasks) + 1):
@@ -438,7 +435,7 @@ class Builder:
         for task in tasks_here:
             rows += self._table6_task(group, task, labels, cell, acc)
         rows += self._table6_average(tasks_here, labels, cell, acc)
-        cols = _paper_columns6()
+        cols = PAPER6
         headers = ["task", "", "source"] + [l + (f" (paper: {cols[l].label})" if l in cols and cols[l].label.lower() != l else "")
                                             for l in labels]
         return md_table(headers, rows)
@@ -649,13 +646,11 @@ class Builder:
                         ours.setdefault(task, []).append((label, r.metric("train_throughput") /
                                                           base.metric("train_throughput"), acc[(label, task)]))
         published: dict = {}
-        base_col = next(c for c in paper.TABLE6 if c.attention == self.baseline) if any(
-            c.attention == self.baseline for c in paper.TABLE6) else None
-        pub4 = {r.attention: r for r in paper.TABLE4 if r.attention}
+        base_col = PAPER6.get(self.baseline)
         if base_col is not None:
             for c in paper.TABLE6:
                 for task in paper.TABLE6_TASKS:
-                    p = pub4.get(c.attention)
+                    p = PAPER4.get(c.attention)
                     if p and p.accuracy.get(task) is not None:
                         published.setdefault(task, []).append((c.attention, c.throughput[task] / base_col.throughput[task],
                                                                p.accuracy[task]))
