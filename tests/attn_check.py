@@ -46,3 +46,17 @@ def assert_same_layer_function(name: str, a: dict, b: dict, *, B=3, N=37, length
         assert ga.keys() == gb.keys()
     for key in ga:
         torch.testing.assert_close(ga[key], gb[key], rtol=rtol, atol=atol, msg=lambda m: f"grad {key}: {m}")
+
+
+def assert_dropout_only_in_training(name: str, dropout: float = 0.5, **options) -> None:
+    """Attention dropout of `name`: off in eval (same output twice), on in training (two seeds, two
+    outputs)."""
+    layer = attentions.build(name, dim=16, heads=2, max_len=8, dropout=dropout, **options)
+    x, mask = torch.randn(2, 8, 16), torch.ones(2, 8, dtype=torch.bool)
+    layer.eval()
+    torch.testing.assert_close(layer(x, mask), layer(x, mask))
+    layer.train()
+    torch.manual_seed(0)
+    a = layer(x, mask)
+    torch.manual_seed(1)
+    assert not torch.allclose(a, layer(x, mask))

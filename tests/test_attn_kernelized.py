@@ -5,6 +5,7 @@ import torch
 
 import attentions
 from attentions.kernelized import kernelized_attention
+from attn_check import assert_dropout_only_in_training
 
 
 def test_core_is_the_gaussian_kernel_times_v():
@@ -18,15 +19,7 @@ def test_core_is_the_gaussian_kernel_times_v():
 
 
 def test_dropout_on_the_kernel_only_in_training():
-    layer = attentions.build("kernelized", dim=16, heads=2, max_len=8, dropout=0.5)
-    x, mask = torch.randn(2, 8, 16), torch.ones(2, 8, dtype=torch.bool)
-    layer.eval()
-    torch.testing.assert_close(layer(x, mask), layer(x, mask))
-    layer.train()
-    torch.manual_seed(0)
-    a = layer(x, mask)
-    torch.manual_seed(1)
-    assert not torch.allclose(a, layer(x, mask))
+    assert_dropout_only_in_training("kernelized")
     assert attentions.resolve("kernelized").dropout == 0.1  # the port's setting
 
 
