@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lra import paper_numbers as paper
+from lra.atomic import atomic_write, atomic_write_text
 
 PRESET_ORDER = ("paper", "quick", "smoke")
 PUBLISHED = "published"
@@ -640,7 +641,7 @@ class Builder:
                 base = latest([r for r in runs if r.label == self.baseline and r.rec["task"] == task])
                 if base is None or not base.metric("train_throughput"):
                     continue
-                for label in {r.label for r in runs}:
+                for label in sorted({r.label for r in runs}):  # a fixed drawing order: a reproducible PNG
                     r = latest([x for x in runs if x.label == label and x.rec["task"] == task])
                     if r and r.metric("train_throughput") and (label, task) in acc:
                         ours.setdefault(task, []).append((label, r.metric("train_throughput") /
@@ -766,7 +767,8 @@ def _plt():
 
 
 def _save(fig, path: Path) -> None:
-    fig.savefig(path, dpi=110, metadata={"Software": None})
+    """PNG written atomically like the markdown: an interrupted report never leaves a torn figure."""
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, metadata={"Software": None}))
 
 
 def _scaling_figure(curves: dict, title: str):
@@ -844,7 +846,7 @@ def add_parser(sub) -> None:
 
 def cmd_report(args) -> int:
     from lra.errors import ConfigError
-    from lra.results import atomic_write_text, read_records
+    from lra.results import read_records
 
     results = Path(args.results_dir)
     if not (results / "runs").is_dir():

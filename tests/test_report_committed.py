@@ -21,3 +21,21 @@ def test_committed_leaderboard_is_generated_from_the_committed_records():
     assert committed == expected, "results/LEADERBOARD.md is stale or edited: run `python -m lra.cli report`"
     for name in re.findall(r"\]\(([\w.-]+\.png)\)", committed):
         assert (RESULTS / name).is_file(), f"figure {name} is referenced but not committed"
+
+
+def test_figures_do_not_depend_on_the_process_hash_seed(tmp_path):
+    """The PNGs are drawn in a fixed order, so two processes with different string-hash seeds write
+    the same bytes (a set iterated in hash order once made the accuracy figure differ per run)."""
+    import os
+    import subprocess
+    import sys
+
+    root = RESULTS.parent
+    pngs = []
+    for seed in ("1", "2"):
+        out = tmp_path / seed / "LEADERBOARD.md"
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(root)}
+        subprocess.run([sys.executable, "-m", "lra.cli", "report", "--results-dir", str(RESULTS), "--out", str(out),
+                        "--quiet"], check=True, env=env, cwd=root, capture_output=True)
+        pngs.append({p.name: p.read_bytes() for p in out.parent.glob("*.png")})
+    assert pngs[0] and pngs[0] == pngs[1]
