@@ -154,14 +154,20 @@ class AttentionBase(nn.Module):
 
     `linear_memory = True` declares that forward and backward never hold an N x N tensor (no
     quadratic memory in the sequence length); the conformance suite checks the claim.
+
+    `grid` is the task's layout: (height, width) when the N = height x width tokens are the pixels
+    of an image in row-major order (Image, Pathfinder, Path-X), None for plain sequences. Every
+    attention receives it the same way; one that has no use for it ignores it. `info()` says how
+    the layer runs (a path chosen from the layout or the device, say); it goes into the run's record.
     """
 
     linear_memory: bool = False
 
-    def __init__(self, dim: int, heads: int, max_len: int, options=None):
+    def __init__(self, dim: int, heads: int, max_len: int, options=None, grid: tuple[int, int] | None = None):
         super().__init__()
         self.dim, self.heads, self.head_dim, self.max_len = dim, heads, dim // heads, max_len
         self.options = options
+        self.grid = grid
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
         self.aux_loss: torch.Tensor | None = None
@@ -179,6 +185,10 @@ class AttentionBase(nn.Module):
 
     def core(self, q, k, v, mask):  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def info(self) -> dict:
+        """How this layer runs, for the run's record (empty when there is nothing to say)."""
+        return {}
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, heads={self.heads}, options={self.options}"

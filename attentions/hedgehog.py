@@ -106,8 +106,8 @@ class HedgehogAttention(AttentionBase):
             if self.distill_queries < 0:
                 raise ValueError(f"distill_queries must be >= 0 (0 = all rows), got {self.distill_queries}")
 
-    def __init__(self, dim, heads, max_len, options):
-        super().__init__(dim, heads, max_len, options)
+    def __init__(self, dim, heads, max_len, options, grid=None):
+        super().__init__(dim, heads, max_len, options, grid)
         f = options.feature_dim or self.head_dim
         self.feature_q = HedgehogFeatureMap(heads, self.head_dim, f)
         self.feature_k = HedgehogFeatureMap(heads, self.head_dim, f)

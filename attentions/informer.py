@@ -91,8 +91,8 @@ class InformerAttention(AttentionBase):
             if self.features < 1:
                 raise ValueError(f"features must be >= 1, got {self.features}")
 
-    def __init__(self, dim, heads, max_len, options):
-        super().__init__(dim, heads, max_len, options)
+    def __init__(self, dim, heads, max_len, options, grid=None):
+        super().__init__(dim, heads, max_len, options, grid)
         self.factor = math.ceil(options.features / math.log(max_len)) if max_len > 1 else 1
 
     def core(self, q, k, v, mask):

@@ -48,8 +48,8 @@ class LinformerAttention(AttentionBase):
             if not self.init_std > 0:
                 raise ValueError(f"init_std must be > 0, got {self.init_std}")
 
-    def __init__(self, dim, heads, max_len, options):
-        super().__init__(dim, heads, max_len, options)
+    def __init__(self, dim, heads, max_len, options, grid=None):
+        super().__init__(dim, heads, max_len, options, grid)
         self.E = nn.Parameter(torch.empty(heads, options.k, max_len))
         nn.init.normal_(self.E, std=options.init_std)
 

@@ -101,8 +101,8 @@ class NystromAttention(AttentionBase):
             if self.conv_kernel < 0 or (self.conv_kernel and self.conv_kernel % 2 == 0):
                 raise ValueError(f"conv_kernel must be 0 (off) or a positive odd number, got {self.conv_kernel}")
 
-    def __init__(self, dim, heads, max_len, options):
-        super().__init__(dim, heads, max_len, options)
+    def __init__(self, dim, heads, max_len, options, grid=None):
+        super().__init__(dim, heads, max_len, options, grid)
         kk = options.conv_kernel
         self.conv = (nn.Conv2d(heads, heads, (kk, 1), padding=(kk // 2, 0), groups=heads, bias=False)
                      if kk else None)

@@ -81,8 +81,8 @@ class PerformerAttention(AttentionBase):
             if not self.kernel_eps > 0:
                 raise ValueError(f"kernel_eps must be > 0, got {self.kernel_eps}")
 
-    def __init__(self, dim, heads, max_len, options):
-        super().__init__(dim, heads, max_len, options)
+    def __init__(self, dim, heads, max_len, options, grid=None):
+        super().__init__(dim, heads, max_len, options, grid)
         self.register_buffer("projection", orthogonal_gaussian(options.features, self.head_dim))
 
     @torch.no_grad()

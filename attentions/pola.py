@@ -112,8 +112,8 @@ class PolaAttention(AttentionBase):
             if not self.eps > 0:
                 raise ValueError(f"eps must be > 0, got {self.eps}")
 
-    def __init__(self, dim, heads, max_len, options):
-        super().__init__(dim, heads, max_len, options)
+    def __init__(self, dim, heads, max_len, options, grid=None):
+        super().__init__(dim, heads, max_len, options, grid)
         if options.polarity and self.head_dim % 2:
             raise ConfigError(f"pola with polarity splits each head in two halves: the head dim "
                               f"({self.head_dim} = {dim} / {heads}) must be even (or set polarity=False)")

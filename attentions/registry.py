@@ -28,6 +28,7 @@ point names a module (or an object in it); loading it runs its `@register` decor
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import typing
 import warnings
 from dataclasses import dataclass, field
@@ -210,15 +211,21 @@ def options_dict(options) -> dict:
     return dataclasses.asdict(options) if options is not None else {}
 
 
-def build(name: str, *, dim: int, heads: int, max_len: int, **options: Any):
-    """Construct the token mixer `name` for model width `dim`, `heads` heads and length `max_len`."""
+def build(name: str, *, dim: int, heads: int, max_len: int, grid: tuple[int, int] | None = None, **options: Any):
+    """Construct the token mixer `name` for model width `dim`, `heads` heads and length `max_len`.
+
+    `grid` is the task's layout ((height, width) of an image whose pixels are the tokens, or None);
+    it is handed to every class whose constructor takes a `grid` argument (AttentionBase does)."""
     entry = get(name)
     if heads < 1 or dim % heads:
         raise ConfigError(f"dim ({dim}) must be a positive multiple of heads ({heads})")
     opts = resolve_options(entry, options)
-    if entry.options_cls is None:
-        return entry.cls(dim=dim, heads=heads, max_len=max_len)
-    return entry.cls(dim=dim, heads=heads, max_len=max_len, options=opts)
+    kwargs = {"dim": dim, "heads": heads, "max_len": max_len}
+    if entry.options_cls is not None:
+        kwargs["options"] = opts
+    if "grid" in inspect.signature(entry.cls).parameters:
+        kwargs["grid"] = grid
+    return entry.cls(**kwargs)
 
 
 def _default_of(f: dataclasses.Field):

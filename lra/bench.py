@@ -132,7 +132,7 @@ def make_step(cfg, phase: str, device, precision, total_steps: int):
     torch.manual_seed(cfg.seed)
     model = Classifier(cfg.model, attention=cfg.attention, attention_options=cfg.attention_options,
                        vocab_size=task.vocab_size, max_len=cfg.data.seq_len, num_classes=task.num_classes,
-                       num_inputs=task.num_inputs).to(device)
+                       num_inputs=task.num_inputs, grid=task.grid).to(device)
     run_model = torch.compile(model) if cfg.train.compile else model
     batch = random_batch(task, cfg.train.batch_size, cfg.data.seq_len, device, cfg.seed)
     t = cfg.train
@@ -187,6 +187,7 @@ def measure(spec: dict, limit_memory: bool = False) -> dict:
     try:
         model, batch, step = make_step(cfg, phase, device, precision, spec["warmup"] + spec["max_steps"] + 1)
         out["num_params"] = count_parameters(model)
+        out["attention_info"] = model.attention_info()
         out["load_average"] = _load_average()
         memory = PeakMemory(device)
         memory.start()  # before the warm-up: its first step allocates what the timed steps reuse
@@ -390,6 +391,7 @@ def build_record(cell: Cell, results: dict[str, dict], *, timing: dict, memory_l
         },
         "steps": get(train, "timed_steps") or 0,
         "num_params": next((r["num_params"] for r in results.values() if r.get("num_params")), None),
+        "attention_info": next((r["attention_info"] for r in results.values() if "attention_info" in r), {}),
         "config": config, "env": env, "created_at": created_at, "finished_at": now(), "kind": cell.kind,
         "bench": {
             "batch_size": cfg.train.batch_size, "paper_batch_size": task.recipe.batch_size,

@@ -292,7 +292,7 @@ def train_rate(task, batch: dict, attention: str, steps: int) -> float:
     torch.manual_seed(0)
     seq = batch["ids"].shape[-1]
     model = Classifier(ModelConfig(), attention=attention, vocab_size=task.vocab_size, max_len=seq,
-                       num_classes=task.num_classes, num_inputs=task.num_inputs)
+                       num_classes=task.num_classes, num_inputs=task.num_inputs, grid=task.grid)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, eps=1e-6)
 
     def step():

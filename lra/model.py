@@ -9,6 +9,9 @@ One input (I = 1): the head sees the pooled vector u. Two inputs (I = 2, Retriev
 encoder embeds both documents and the head sees [u, v, u*v, u-v].
 
 The encoder asks the attention registry for a token mixer by name and knows nothing else about it.
+It hands every attention the task's layout (`grid`: the image's height and width when the tokens
+are its pixels, None otherwise) the same way; when the sequence length is not that of the image
+(a `--seq-len` override) the tokens no longer form the grid and the attention gets None.
 """
 
 from __future__ import annotations
@@ -44,8 +47,11 @@ class Block(nn.Module):
 class Encoder(nn.Module):
     """Token ids (B, N) and mask (B, N) -> contextual vectors (B, N, dim)."""
 
-    def __init__(self, cfg: ModelConfig, attention: str, attention_options: dict, vocab_size: int, max_len: int):
+    def __init__(self, cfg: ModelConfig, attention: str, attention_options: dict, vocab_size: int, max_len: int,
+                 grid: tuple[int, int] | None = None):
         super().__init__()
+        if grid is not None and grid[0] * grid[1] != max_len:
+            grid = None  # the tokens are cut or padded: they no longer form the image
         self.cfg = cfg
         self.tokens = nn.Embedding(vocab_size, cfg.dim)
         self.positions = nn.Embedding(max_len, cfg.dim)
@@ -53,7 +59,8 @@ class Encoder(nn.Module):
         nn.init.normal_(self.positions.weight, std=0.02)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(
-            Block(cfg, attentions.build(attention, dim=cfg.dim, heads=cfg.heads, max_len=max_len, **attention_options))
+            Block(cfg, attentions.build(attention, dim=cfg.dim, heads=cfg.heads, max_len=max_len, grid=grid,
+                                        **attention_options))
             for _ in range(cfg.layers)
         )
         self.norm = nn.LayerNorm(cfg.dim)
@@ -81,12 +88,13 @@ class Classifier(nn.Module):
     """Encoder + mean pooling + MLP head, for one-input and two-input (dual encoder) tasks."""
 
     def __init__(self, cfg: ModelConfig, *, attention: str, attention_options: dict | None = None,
-                 vocab_size: int, max_len: int, num_classes: int, num_inputs: int = 1):
+                 vocab_size: int, max_len: int, num_classes: int, num_inputs: int = 1,
+                 grid: tuple[int, int] | None = None):
         super().__init__()
         if num_inputs not in (1, 2):
             raise ValueError(f"num_inputs must be 1 or 2, got {num_inputs}")
         self.num_inputs = num_inputs
-        self.encoder = Encoder(cfg, attention, attention_options or {}, vocab_size, max_len)
+        self.encoder = Encoder(cfg, attention, attention_options or {}, vocab_size, max_len, grid)
         features = cfg.dim * (4 if num_inputs == 2 else 1)
         self.head = nn.Sequential(nn.Linear(features, cfg.head_hidden), nn.ReLU(), nn.Linear(cfg.head_hidden, num_classes))
 
@@ -106,6 +114,11 @@ class Classifier(nn.Module):
             u, v = p[:, 0], p[:, 1]
             features = torch.cat([u, v, u * v, u - v], dim=-1)
         return self.head(features)
+
+    def attention_info(self) -> dict:
+        """How the attention layers run (their `info()`, the same for every layer), for the record."""
+        info = getattr(self.encoder.blocks[0].attn, "info", None)
+        return dict(info()) if callable(info) else {}
 
     def aux_loss(self) -> torch.Tensor | None:
         """Sum of the auxiliary losses the attention layers set in the last forward, if any."""

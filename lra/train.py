@@ -286,7 +286,7 @@ def run(cfg: RunConfig, *, resume: bool = False, checkpoint_every: int | None = 
     seed_everything(cfg.seed)
     model = Classifier(cfg.model, attention=cfg.attention, attention_options=cfg.attention_options,
                        vocab_size=task.vocab_size, max_len=cfg.data.seq_len, num_classes=task.num_classes,
-                       num_inputs=task.num_inputs).to(device)
+                       num_inputs=task.num_inputs, grid=task.grid).to(device)
     n_params = count_parameters(model)
     t = cfg.train
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps,
@@ -328,7 +328,7 @@ def run(cfg: RunConfig, *, resume: bool = False, checkpoint_every: int | None = 
                                       "peak_memory_mb")},
         "steps": state["step"], "num_params": n_params, "config": cfg.to_dict(),
         "env": {**environment(device, precision.dtype), "world_size": dist.world},
-        "created_at": state["created_at"], "kind": "train",
+        "created_at": state["created_at"], "kind": "train", "attention_info": model.attention_info(),
     }
     record["config"]["attention_options"] = attn_options
     record["data"] = {s: {"examples": len(v), "source_examples": len(v.split), "cache": v.split.meta["path"],

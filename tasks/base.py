@@ -99,6 +99,9 @@ class Task:
     vocab_size: ClassVar[int]  # model ids are 0..vocab_size-1; 0 is padding
     num_classes: ClassVar[int]
     num_inputs: ClassVar[int] = 1
+    # The layout of the tokens: (height, width) when they are an image's pixels in row-major
+    # order, None for sequences. The encoder hands it to every attention alike.
+    grid: ClassVar[Optional[tuple]] = None
     token_offset: ClassVar[int] = 0  # model id = stored token + offset
     storage_dtype: ClassVar[type] = np.uint8
     format_version: ClassVar[int] = 1  # bump when the tokenisation changes: invalidates caches

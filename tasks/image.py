@@ -143,6 +143,7 @@ class Image(Task):
     name = "image"
     description = "Image: CIFAR-10 class from grayscale pixels in row-major order, 1K tokens"
     max_len = 32 * 32
+    grid = (32, 32)
     vocab_size = 256
     num_classes = 10
     token_offset = 0

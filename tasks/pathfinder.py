@@ -226,6 +226,7 @@ class Pathfinder(_Pathfinder):
     description = "Pathfinder: are the two dots joined by one dashed path? 32x32 pixels, 1K tokens"
     resolution = 32
     max_len = 32 * 32
+    grid = (32, 32)
     recipe = Recipe(seq_len=1024, batch_size=128, lr=2e-4, warmup=312, eval_every=500, eval_samples=156 * 128)
     smoke = Smoke(seq_len=1024, generator=dict(images=400, per_batch=100), steps=60, batch_size=8, eval_every=20,
                   max_val=128, max_test=128)
@@ -243,6 +244,7 @@ class PathX(_Pathfinder):
     description = "Path-X: Pathfinder at 128x128 pixels, 16K tokens"
     resolution = 128
     max_len = 128 * 128
+    grid = (128, 128)
     recipe = Recipe(seq_len=16384, batch_size=128, lr=2e-4, warmup=312, eval_every=500, eval_samples=156 * 128)
     smoke = Smoke(seq_len=16384, generator=dict(images=40, per_batch=20), steps=6, batch_size=2, eval_every=3,
                   max_val=4, max_test=4)

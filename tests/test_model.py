@@ -88,3 +88,40 @@ def test_sequence_longer_than_max_len_is_refused():
     ids = torch.ones(1, 1, 65, dtype=torch.long)
     with pytest.raises(ValueError, match="longer than the model's max_len"):
         model()(ids, ids.bool())
+
+
+def test_the_task_grid_reaches_every_attention_only_when_the_tokens_form_the_image():
+    """The layout goes to every layer through the registry; a --seq-len that cuts the image drops it."""
+    seen = []
+
+    class Probe(attentions.AttentionBase):
+        def __init__(self, dim, heads, max_len, options=None, grid=None):
+            super().__init__(dim, heads, max_len, options, grid)
+            seen.append(grid)
+
+        def core(self, q, k, v, mask):
+            return v
+
+        def info(self):
+            return {"grid": self.grid}
+
+    attentions.register("probe-grid")(Probe)
+    try:
+        m = Classifier(CFG, attention="probe-grid", vocab_size=20, max_len=64, num_classes=5, grid=(8, 8))
+        assert seen == [(8, 8)] * CFG.layers and m.attention_info() == {"grid": (8, 8)}
+        seen.clear()
+        m = Classifier(CFG, attention="probe-grid", vocab_size=20, max_len=60, num_classes=5, grid=(8, 8))
+        assert seen == [None] * CFG.layers and m.attention_info() == {"grid": None}
+    finally:
+        attentions.unregister("probe-grid")
+
+
+@pytest.mark.parametrize("name", __import__("tasks").available())
+def test_a_task_grid_covers_exactly_its_tokens(name):
+    """Image tasks say their grid, sequence tasks none; a grid is exactly the task's tokens."""
+    import tasks
+
+    t = tasks.get(name)
+    if t.grid is not None:
+        assert t.grid[0] * t.grid[1] == t.max_len == t.recipe.seq_len
+    assert (t.grid is not None) == (name in ("image", "pathfinder", "pathx"))
