@@ -135,7 +135,7 @@ class LinearFormOptions:
     """Options of a feature-map attention with a linear form and a quadratic reference form
     (`linear`, `cosformer`): which form runs, and the eps guarding its denominator."""
 
-    impl: Literal["linear", "quadratic"] = "linear"
+    impl: Literal["fast", "reference"] = "fast"
     eps: float = 1e-6
 
     def __post_init__(self):

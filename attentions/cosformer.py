@@ -6,7 +6,7 @@
 
 Because cos(a - b) = sin a sin b + cos a cos b, A factorises through 2d features
 phi(x_i) = [ReLU(x_i) sin(pi i / 2M), ReLU(x_i) cos(pi i / 2M)], and the output is a normalised
-linear attention of phi(q), phi(k): O(N d^2), no N x N matrix (impl=linear). impl=quadratic
+linear attention of phi(q), phi(k): O(N d^2), no N x N matrix (impl=fast). impl=reference
 writes A out (the reference form, for tests).
 
 Paper: Qin et al., "cosFormer: Rethinking Softmax in Attention", ICLR 2022 (a Table 4
@@ -15,7 +15,7 @@ length n, so |i - j| < M keeps every weight positive and padding (content or amo
 nothing. The denominator is clamped at eps (1e-6), as in the authors' code.
 
 Options:
-    impl ("linear" | "quadratic", "linear"): linear form or quadratic reference form.
+    impl ("fast" | "reference", "fast"): the linear form, or the quadratic reference form.
     eps (float, 1e-6): lower clamp of the denominator.
 
 Cost: O(N d^2) time, O(N d + d^2) memory.
@@ -68,5 +68,5 @@ class CosformerAttention(AttentionBase):
     Options = LinearFormOptions
 
     def core(self, q, k, v, mask):
-        fn = cosformer_reference if self.options.impl == "quadratic" else cosformer_attention
+        fn = cosformer_reference if self.options.impl == "reference" else cosformer_attention
         return fn(q, k, v, mask, self.options.eps)

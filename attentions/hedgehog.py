@@ -22,7 +22,7 @@ with each result say which ran.
 Options:
     feature_dim (int | None, None): f, the width of each softmax half (None = head dim, so the
         identity init is exact; the authors' code used 64 features in all, i.e. f = 32 at d = 32).
-    impl ("linear" | "quadratic", "linear"): `quadratic` computes the same output with the N x N
+    impl ("fast" | "reference", "fast"): `reference` computes the same output with the N x N
         matrix A (the reference form, for tests and attention maps).
     eps (float, 1e-6): added to the denominator.
     distill (bool, False): add the softmax-mimicry loss during training.
@@ -90,7 +90,7 @@ class HedgehogAttention(AttentionBase):
     @dataclass
     class Options:
         feature_dim: Optional[int] = None
-        impl: Literal["linear", "quadratic"] = "linear"
+        impl: Literal["fast", "reference"] = "fast"
         eps: float = 1e-6
         distill: bool = False
         distill_weight: float = 1.0
@@ -118,6 +118,6 @@ class HedgehogAttention(AttentionBase):
         self.aux_loss = None
         if o.distill and self.training and torch.is_grad_enabled():
             self.aux_loss = o.distill_weight * mimicry_loss(phi_q, phi_k, q, k, mask, o.eps, o.distill_queries)
-        if o.impl == "quadratic":
+        if o.impl == "reference":
             return quadratic_linear_attention(phi_q, phi_k, v, mask, o.eps)[0]
         return linear_attention(phi_q, phi_k, v, mask, o.eps)

@@ -4,11 +4,11 @@
     out_i = phi(q_i) (sum_j phi(k_j)^T v_j) / (phi(q_i) . sum_j phi(k_j) + eps)     (real keys j)
 
 Paper: Katharopoulos et al., "Transformers are RNNs: Fast Autoregressive Transformers with Linear
-Attention", ICML 2020 ("LinearTrans" in the LRA and PolaFormer tables). impl=quadratic writes
+Attention", ICML 2020 ("LinearTrans" in the LRA and PolaFormer tables). impl=reference writes
 the same output with the N x N matrix A_ij = phi(q_i) . phi(k_j) (the reference form, for tests).
 
 Options:
-    impl ("linear" | "quadratic", "linear"): linear form or quadratic reference form.
+    impl ("fast" | "reference", "fast"): the linear form, or the quadratic reference form.
     eps (float, 1e-6): added to the denominator (the authors' value).
 
 Cost: O(N d^2) time, O(N d + d^2) memory.
@@ -37,6 +37,6 @@ class LinearAttention(AttentionBase):
 
     def core(self, q, k, v, mask):
         phi_q, phi_k = elu_feature(q), elu_feature(k)
-        if self.options.impl == "quadratic":
+        if self.options.impl == "reference":
             return quadratic_linear_attention(phi_q, phi_k, v, mask, self.options.eps)[0]
         return linear_attention(phi_q, phi_k, v, mask, self.options.eps)

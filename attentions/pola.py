@@ -14,7 +14,7 @@ Per head, with q, k, v in R^{N x d} and real keys j only (k, v are zero at paddi
 g = Linear(D -> D)(x) is the polarity gate (per head its first d/2 channels scale the same-sign
 stream, its last d/2 the opposite-sign stream), dwc a depthwise Conv1d over the sequence on the
 masked v (D channels, odd kernel, "same" padding, bias). The two streams are normalised
-separately; the opposite stream is not subtracted. The quadratic reference form (impl=quadratic)
+separately; the opposite stream is not subtracted. The quadratic reference form (impl=reference)
 writes the same output with A^s_ij = qs_i . phi_k_j and A^o_ij = qo_i . phi_k_j, each row divided
 by its sum + n eps; `attention_maps` returns those row-normalised maps (for entropy and plots).
 
@@ -34,7 +34,7 @@ Options (ablation switches of the paper's Table 3 and Appendix A.4):
         zeros_, normal_ (mean 0, std 1), uniform_ (0, 1), ones_; the bias keeps nn.Linear's default.
     learnable_power (bool, True): False fixes p at 1 + alpha / 2 (w is a buffer of zeros).
     eps (float, 1e-6): added to each normaliser (relative to a mean, see the sums above).
-    impl ("linear" | "quadratic", "linear"): the linear form, or the quadratic reference form.
+    impl ("fast" | "reference", "fast"): the linear form, or the quadratic reference form.
 
 Numerics: features and normalisers run in float32 with autocast off (p up to 8 overflows
 float16 at |x| > 4); so do the convolution and the gate product.
@@ -102,7 +102,7 @@ class PolaAttention(AttentionBase):
         gate_init: Literal["kaiming", "zeros", "normal", "uniform", "ones"] = "kaiming"
         learnable_power: bool = True
         eps: float = 1e-6
-        impl: Literal["linear", "quadratic"] = "linear"
+        impl: Literal["fast", "reference"] = "fast"
 
         def __post_init__(self):
             if not self.alpha > 0:
@@ -148,7 +148,7 @@ class PolaAttention(AttentionBase):
         streams = self._streams(q, k, mask)
         vs = v.chunk(len(streams), dim=-1)
         eps = self.options.eps
-        if self.options.impl == "quadratic":
+        if self.options.impl == "reference":
             outs = [quadratic_linear_attention(fq, fk, vv, mask, eps, mean=True)[0] for (fq, fk), vv in zip(streams, vs)]
         else:
             outs = [linear_attention(fq, fk, vv, mask, eps, mean=True) for (fq, fk), vv in zip(streams, vs)]

@@ -8,12 +8,12 @@ weights).
 
 Options:
     dropout (float, 0.1): dropout on the attention weights during training.
-    impl ("sdpa" | "reference", "sdpa"): `sdpa` calls torch's scaled_dot_product_attention
+    impl ("fast" | "reference", "fast"): `fast` calls torch's scaled_dot_product_attention
         (fused kernels, no N x N matrix kept for backward where a fused kernel applies);
         `reference` writes the same computation out in plain tensor operations, so the fast
         path has a plain definition beside it to be tested against.
 
-Cost: O(N^2 d) time; memory O(N^2) for `reference`, less for `sdpa` where a fused kernel applies.
+Cost: O(N^2 d) time; memory O(N^2) for `reference`, less for `fast` where a fused kernel applies.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class SoftmaxAttention(AttentionBase):
     @dataclass
     class Options:
         dropout: float = 0.1
-        impl: Literal["sdpa", "reference"] = "sdpa"
+        impl: Literal["fast", "reference"] = "fast"
 
         def __post_init__(self):
             if not 0.0 <= self.dropout < 1.0:

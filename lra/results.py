@@ -44,6 +44,19 @@ def write_record(results_dir: str | Path, record: dict) -> Path:
     return path
 
 
+# Option values renamed since records were first written: `impl` took "sdpa" (softmax) and
+# "linear" / "quadratic" (the linear forms) before one vocabulary, "fast" / "reference", served all.
+LEGACY_IMPL = {"sdpa": "fast", "linear": "fast", "quadratic": "reference"}
+
+
+def upgrade(record: dict) -> dict:
+    """A record as this version of the suite names things (older records used older option values)."""
+    for opts in (record.get("attention_options"), (record.get("config") or {}).get("attention_options")):
+        if isinstance(opts, dict) and opts.get("impl") in LEGACY_IMPL:
+            opts["impl"] = LEGACY_IMPL[opts["impl"]]
+    return record
+
+
 def read_records(results_dir: str | Path) -> list[dict]:
     """Every readable record under <results_dir>/runs/ (unreadable files are skipped with a warning)."""
     out = []
@@ -54,5 +67,5 @@ def read_records(results_dir: str | Path) -> list[dict]:
             warnings.warn(f"skipping unreadable result record {path}: {exc}")
             continue
         rec["_path"] = str(path)
-        out.append(rec)
+        out.append(upgrade(rec))
     return out

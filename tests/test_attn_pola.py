@@ -76,7 +76,7 @@ def spec_pola(layer, x, mask):
 @pytest.mark.parametrize("options", ABLATIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
 @pytest.mark.parametrize("N,lengths", [(37, (37, 20, 1)), (5, (5, 2, 1)), (130, (130, 129, 64))])
 def test_linear_form_equals_quadratic_reference(options, N, lengths):
-    assert_same_layer_function("pola", {**options, "impl": "linear"}, {**options, "impl": "quadratic"},
+    assert_same_layer_function("pola", {**options, "impl": "fast"}, {**options, "impl": "reference"},
                                N=N, lengths=lengths, x_scale=2.0)
 
 
@@ -101,7 +101,7 @@ def test_layer_equals_literal_spec(options):
 def test_linear_form_in_float32_matches_reference():
     """The production dtype: float32 linear form against the float64 reference."""
     layer = build("pola", dtype=torch.float32)
-    ref = build("pola", impl="quadratic")
+    ref = build("pola", impl="reference")
     ref.load_state_dict(layer.state_dict())
     x, mask = padded_inputs(2, 300, 32, (300, 77), scale=2.0)
     with torch.no_grad():
@@ -150,7 +150,7 @@ def test_presets_fix_alpha():
 
 @pytest.mark.parametrize("bad,match", [
     ({"alpha": 0}, "alpha"), ({"alpha": -1}, "alpha"), ({"dwc_kernel": 4}, "odd"), ({"dwc_kernel": 0}, "odd"),
-    ({"eps": 0}, "eps"), ({"gate_init": "xavier"}, "one of"), ({"impl": "fast"}, "one of"),
+    ({"eps": 0}, "eps"), ({"gate_init": "xavier"}, "one of"), ({"impl": "quadratic"}, "one of"),
 ])
 def test_bad_options_fail_before_any_work(bad, match):
     with pytest.raises(ValueError, match=match):

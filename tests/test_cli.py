@@ -22,7 +22,7 @@ def run_cli(capsys, *argv):
     (["--attention", "sofmax"], ["unknown attention 'sofmax'", "Valid attentions:", "softmax"]),
     (["--preset", "papr"], ["unknown preset 'papr'", "smoke, quick, paper"]),
     (["--attention", "softmax", "-o", "dropout_p=0.2"], ["has no option 'dropout_p'", "Valid options:"]),
-    (["--attention", "softmax", "-o", "impl=flash"], ["must be one of ['sdpa', 'reference']"]),
+    (["--attention", "softmax", "-o", "impl=flash"], ["must be one of ['fast', 'reference']"]),
     (["--set", "train.lrr=1"], ["unknown setting 'train.lrr'", "did you mean 'lr'"]),
     (["--set", "model.dim=65"], ["model.dim (65) must be divisible by model.heads (2)"]),
 ])

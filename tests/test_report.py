@@ -210,3 +210,15 @@ def test_published_numbers_are_consistent_with_the_papers_own_averages():
             assert f"{t:.2f}" in paper.TABLE6_INCONSISTENT[col.label]
         else:
             assert t == pytest.approx(col.throughput_ratio, abs=0.0101), col.label
+
+
+def test_records_written_with_the_old_impl_names_read_as_the_new_ones(tmp_path):
+    """Before one vocabulary served every attention, impl was sdpa / linear / quadratic."""
+    from lra.results import read_records
+
+    old = {"attention": "pola", "attention_options": {"impl": "quadratic"},
+           "config": {"attention_options": {"impl": "linear"}}}
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "a.json").write_text(json.dumps(old))
+    rec, = read_records(tmp_path)
+    assert rec["attention_options"] == {"impl": "reference"} and rec["config"]["attention_options"] == {"impl": "fast"}

@@ -15,7 +15,7 @@ def test_sdpa_path_matches_reference(B, N, d):
     q, k, v = (torch.randn(B, H, N, d, dtype=torch.float64, requires_grad=True) for _ in range(3))
     mask = torch.arange(N)[None, :] < torch.tensor([N, max(1, N // 2), 1])[:B, None]
     ref_layer = attentions.build("softmax", dim=H * d, heads=H, max_len=N, impl="reference", dropout=0.0)
-    fast_layer = attentions.build("softmax", dim=H * d, heads=H, max_len=N, impl="sdpa", dropout=0.0)
+    fast_layer = attentions.build("softmax", dim=H * d, heads=H, max_len=N, impl="fast", dropout=0.0)
     outs, grads = [], []
     for layer in (ref_layer, fast_layer):
         o = layer.core(q, k, v, mask)

@@ -48,7 +48,7 @@ def test_record_has_every_contract_key_with_sane_values(finished):
     assert on_disk["status"] == "ok" and on_disk["steps"] == 40
     assert 0 <= m["test_accuracy"] <= 100 and 0 <= m["best_val_accuracy"] <= 100
     assert m["train_throughput"] > 0 and m["eval_throughput"] > 0 and m["peak_memory_mb"] >= 0
-    assert on_disk["attention"] == "softmax" and on_disk["attention_options"] == {"dropout": 0.1, "impl": "sdpa"}
+    assert on_disk["attention"] == "softmax" and on_disk["attention_options"] == {"dropout": 0.1, "impl": "fast"}
     assert on_disk["config"]["train"]["steps"] == 40 and on_disk["config"]["data"]["seq_len"] == 128
     assert set(on_disk["env"]) >= {"device", "device_name", "dtype", "torch", "cuda", "git_sha"}
     assert on_disk["env"]["device"] == "cpu" and on_disk["env"]["dtype"] == "float32"
