@@ -28,7 +28,7 @@ from torch import nn
 
 from attentions.base import AttentionBase, key_mask
 from attentions.registry import register
-from lra.errors import ConfigError
+from lra_base.errors import ConfigError
 
 
 @register("linformer", complexity="O(N k d) time, O(N k) memory")

@@ -62,7 +62,7 @@ from attentions.base import (
     sequence_conv,
 )
 from attentions.registry import register
-from lra.errors import ConfigError
+from lra_base.errors import ConfigError
 
 GATE_INITS = {
     "kaiming": None,  # nn.Linear's own initialisation

@@ -18,7 +18,7 @@ extra names for a class with some options fixed (`pola-a5` is `pola` with alpha=
 to `build` still override them.
 
 Options arrive from Python or, as strings, from the command line; both go through the same
-type check against the dataclass annotations (lra.typed.coerce).
+type check against the dataclass annotations (lra_base.typed.coerce).
 Unknown names and options raise a ConfigError (a ValueError) that lists the valid ones.
 
 Third-party packages add attentions through the `lra.attentions` entry-point group: each entry
@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import typing
 import warnings
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Callable
 
-from lra.errors import ConfigError, did_you_mean
-from lra.typed import coerce, type_name
+from lra_base.errors import ConfigError, did_you_mean
+from lra_base.typed import describe_fields, make_options
 
 ENTRY_POINT_GROUP = "lra.attentions"
 
@@ -165,14 +164,7 @@ def option_fields(name: str) -> list[dataclasses.Field]:
 def describe_options(name: str) -> str:
     """'alpha: float = 3.0, dwc_kernel: int = 5, ...' for help and error messages."""
     entry = get(name)
-    if entry.options_cls is None:
-        return "(none)"
-    hints = typing.get_type_hints(entry.options_cls)
-    parts = []
-    for f in dataclasses.fields(entry.options_cls):
-        default = entry.fixed.get(f.name, _default_of(f))
-        parts.append(f"{f.name}: {type_name(hints[f.name])} = {default!r}")
-    return ", ".join(parts) or "(none)"
+    return describe_fields(entry.options_cls, entry.fixed) if entry.options_cls else "(none)"
 
 
 def resolve(name: str, **options: Any):
@@ -186,24 +178,7 @@ def resolve_options(entry: Entry, options: dict):
         if merged:
             raise ConfigError(f"attention {entry.name!r} takes no options; got {sorted(merged)}")
         return None
-    hints = typing.get_type_hints(entry.options_cls)
-    valid = [f.name for f in dataclasses.fields(entry.options_cls)]
-    unknown = [k for k in merged if k not in valid]
-    if unknown:
-        k = unknown[0]
-        raise ConfigError(
-            f"attention {entry.name!r} has no option {k!r}{did_you_mean(k, valid)}. "
-            f"Valid options: {describe_options(entry.name)}"
-        )
-    values = {
-        k: coerce(v, hints[k], f"attention {entry.name!r} option {k!r}") for k, v in merged.items()
-    }
-    try:
-        return entry.options_cls(**values)
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as exc:  # __post_init__ range checks
-        raise ConfigError(f"attention {entry.name!r}: {exc}") from None
+    return make_options(entry.options_cls, merged, f"attention {entry.name!r}", entry.fixed)
 
 
 def options_dict(options) -> dict:
@@ -226,11 +201,3 @@ def build(name: str, *, dim: int, heads: int, max_len: int, grid: tuple[int, int
     if "grid" in inspect.signature(entry.cls).parameters:
         kwargs["grid"] = grid
     return entry.cls(**kwargs)
-
-
-def _default_of(f: dataclasses.Field):
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return f.default_factory()  # type: ignore[misc]
-    return None

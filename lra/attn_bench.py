@@ -7,9 +7,9 @@ One measurement = one attention layer (dim = heads x head_dim, built with max_le
 their defaults unless given with -o) in training mode on x (B, N, dim) with every token real:
 one warm-up step, then timed steps of forward + backward (loss = mean of the squared output)
 until at least --min-time seconds and --min-iters steps have run, each step timed with the
-device synchronised around it (lra.measure.Stopwatch). The table shows the median step time
+device synchronised around it (lra/core/measure.py's `time_steps`, as `lra bench` times). The table shows the median step time
 (`--stat min` for the best one, steadier on a shared machine; the rows hold median, min and
-mean). Peak memory is lra.measure.PeakMemory over two more steps: on CUDA the peak of allocated
+mean). Peak memory is lra/core/measure.py's PeakMemory over two more steps: on CUDA the peak of allocated
 memory (it includes the layer's parameters and the input, as the PolaFormer paper's Table 6
 does), on CPU the peak resident memory the steps added.
 
@@ -20,8 +20,8 @@ runs with glibc's mmap threshold fixed at 1 MiB (MALLOC_MMAP_THRESHOLD_), so eve
 goes back to the system when freed and the resident high-water mark sees each step's true peak
 (with glibc's default, freed blocks are kept and reused, and the mark misses them), while the
 timed one keeps the default allocator, as training has it (the fixed threshold costs page faults
-on every step). Workers cap their address space at --memory-limit-gb, so running out of memory
-is an error they report ("oom") rather than a visit from the kernel's OOM killer. A measurement
+on every step). Workers may grow by at most --memory-limit-gb (lra/core/isolation.py), so running
+out of memory is an error they report ("oom") rather than a visit from the kernel's OOM killer. A measurement
 that runs past --timeout is recorded as "timeout"; after an oom or a timeout the larger N of the
 same attention are skipped.
 
@@ -34,12 +34,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Sequence
+
+import torch
+from tabulate import tabulate
+
+import attentions
+from lra.args import key_value
+from lra.core.env import environment, memory_total_mb
+from lra.core.isolation import PACKAGE_ROOT, child_env, is_oom, killed_by_oom_killer, run_captured, set_memory_limit
+from lra.core.measure import Timing, time_steps
+from lra_base.errors import LRAError
 
 DEFAULT_NS = (1024, 2048, 4096, 8192)
 RESULT_TAG = "ATTN_BENCH_RESULT "
@@ -50,11 +57,6 @@ RESULT_TAG = "ATTN_BENCH_RESULT "
 
 def measure(spec: dict) -> dict:
     """Time and peak memory of forward + backward for one (attention, N) in this process."""
-    import torch
-
-    import attentions
-    from lra.measure import PeakMemory, Stopwatch
-
     device = torch.device(spec["device"])
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
@@ -75,45 +77,25 @@ def measure(spec: dict) -> dict:
 
     step()  # warm-up: first-call costs (kernels, thread pools) stay out of the figures
     result = {"status": "ok", "params": sum(p.numel() for p in layer.parameters()),
-              "threads": torch.get_num_threads()}
+              "threads": torch.get_num_threads(), "attention_info": layer.info() if hasattr(layer, "info") else {}}
     if "time" in spec["phases"]:
-        timer, times = Stopwatch(device), []
-        while len(times) < spec["min_iters"] or (timer.seconds < spec["min_time"] and len(times) < spec["max_iters"]):
-            before = timer.seconds
-            timer.start()
-            step()
-            timer.stop()
-            times.append(timer.seconds - before)
-        times.sort()
-        result.update(ms=1000 * times[len(times) // 2], ms_min=1000 * times[0],
-                      ms_mean=1000 * sum(times) / len(times), iters=len(times))
+        timing = Timing(warmup=0, steps=spec["min_iters"], min_seconds=spec["min_time"], max_steps=spec["max_iters"])
+        t = time_steps(step, device, timing, B, per_step=True)
+        result.update(ms=1000 * t["median_step_seconds"], ms_min=1000 * t["min_step_seconds"],
+                      ms_mean=1000 * t["mean_step_seconds"], iters=t["timed_steps"])
     if "memory" in spec["phases"]:
-        memory = PeakMemory(device)
-        memory.start()
-        for _ in range(2):
-            step()
-        result.update(peak_mb=memory.peak_mb(), memory_method=memory.method)
+        t = time_steps(step, device, Timing(warmup=0, steps=2, min_seconds=0.0, max_steps=2), B)
+        result.update(peak_mb=t["peak_memory_mb"], memory_method=t["memory_method"])
     return result
-
-
-def _is_oom(exc: BaseException) -> bool:
-    text = f"{type(exc).__name__}: {exc}".lower()
-    return any(s in text for s in ("out of memory", "can't allocate memory", "cannot allocate memory",
-                                   "outofmemoryerror", "std::bad_alloc"))
 
 
 def worker(spec: dict) -> int:
     if spec["device"] == "cpu" and spec.get("memory_limit_gb"):
-        import resource
-
-        limit = int(spec["memory_limit_gb"] * 1024 ** 3)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        set_memory_limit(int(spec["memory_limit_gb"] * 1024))
     try:
         result = measure(spec)
-    except MemoryError as exc:
-        result = {"status": "oom", "error": f"MemoryError: {exc}"}
     except Exception as exc:  # reported in the row, the table goes on
-        result = {"status": "oom" if _is_oom(exc) else "failed", "error": f"{type(exc).__name__}: {exc}"[:500]}
+        result = {"status": "oom" if is_oom(exc) else "failed", "error": f"{type(exc).__name__}: {exc}"[:500]}
     print(RESULT_TAG + json.dumps(result), flush=True)
     return 0
 
@@ -123,19 +105,7 @@ def worker(spec: dict) -> int:
 
 def default_attentions() -> list[str]:
     """Every registered attention except presets (they share their base's cost)."""
-    import attentions
-
     return [n for n in attentions.available() if not attentions.get(n).is_preset]
-
-
-def total_memory_gb() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) / 1024 ** 2
-    except OSError:
-        pass
-    return None
 
 
 def run_worker(spec: dict, timeout: float, env: dict) -> dict:
@@ -143,19 +113,15 @@ def run_worker(spec: dict, timeout: float, env: dict) -> dict:
     if spec.get("threads"):
         env = {**env, "OMP_NUM_THREADS": str(spec["threads"])}
     cmd = [sys.executable, "-m", "lra.attn_bench", "--worker", json.dumps(spec)]
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
-                              cwd=str(Path(__file__).resolve().parent.parent))
-    except subprocess.TimeoutExpired:
+    done = run_captured(cmd, env, timeout, cwd=str(PACKAGE_ROOT))
+    if done.timed_out:
         return {"status": "timeout", "error": f"no result within {timeout:g} s"}
-    for line in reversed(proc.stdout.splitlines()):
+    for line in reversed(done.stdout.splitlines()):
         if line.startswith(RESULT_TAG):
             return json.loads(line[len(RESULT_TAG):])
-    if proc.returncode in (-9, 137):  # killed, by the OOM killer in practice
-        return {"status": "oom", "error": f"worker killed (signal 9) after {time.perf_counter() - t0:.0f} s"}
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-    return {"status": "failed", "error": f"worker exited with {proc.returncode}: {tail[0]}"[:500]}
+    if killed_by_oom_killer(done.returncode):
+        return {"status": "oom", "error": "worker killed (signal 9), by the kernel's out-of-memory killer in practice"}
+    return {"status": "failed", "error": f"worker exited with {done.returncode}: {done.tail(1)}"[:500]}
 
 
 def run_one(spec: dict, timeout: float) -> dict:
@@ -163,11 +129,11 @@ def run_one(spec: dict, timeout: float) -> dict:
     allocator settings that make resident memory honest (every large block mmap-ed, returned on
     free) cost page faults that would distort the time."""
     if not spec["device"].startswith("cpu"):
-        return run_worker({**spec, "phases": ["time", "memory"]}, timeout, dict(os.environ))
-    timed = run_worker({**spec, "phases": ["time"]}, timeout, dict(os.environ))
+        return run_worker({**spec, "phases": ["time", "memory"]}, timeout, child_env())
+    timed = run_worker({**spec, "phases": ["time"]}, timeout, child_env())
     if timed["status"] != "ok":
         return timed
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}  # fixed: no dynamic raise
+    env = child_env({"MALLOC_MMAP_THRESHOLD_": str(1 << 20)})  # fixed: no dynamic raise
     mem = run_worker({**spec, "phases": ["memory"]}, timeout, env)
     if mem["status"] != "ok":
         return mem
@@ -180,14 +146,12 @@ def bench_rows(names: Sequence[str] | None = None, ns: Sequence[int] = DEFAULT_N
                timeout: float = 600.0, memory_limit_gb: float | None = None, threads: int | None = None,
                progress=None) -> list[dict]:
     """One row per (attention, N): the spec of the measurement plus its result."""
-    import attentions
-
     names = list(names or default_attentions())
     for n in names:
         attentions.resolve(n, **(options or {}))  # unknown names / options fail before any work
     if memory_limit_gb is None and device == "cpu":
-        total = total_memory_gb()
-        memory_limit_gb = round(0.8 * total, 1) if total else None
+        total = memory_total_mb()
+        memory_limit_gb = round(0.8 * total / 1024, 1) if total else None
     rows = []
     for name in names:
         stop = None
@@ -218,10 +182,6 @@ def growth(rows: list[dict], name: str, key: str, lo: int, hi: int) -> float | N
 def format_table(rows: list[dict], stat: str = "median") -> str:
     """One line per attention: 'ms / MiB' per N (ms: the median step, or the best with
     stat="min"), and the growth of both over the last 4x of N."""
-    from tabulate import tabulate
-
-    import attentions
-
     ns = sorted({r["n"] for r in rows})
     names = list(dict.fromkeys(r["attention"] for r in rows))
     hi = ns[-1]
@@ -250,25 +210,12 @@ def format_table(rows: list[dict], stat: str = "median") -> str:
     return tabulate(table, headers=headers, disable_numparse=True)
 
 
-def environment(device: str) -> dict:
-    import torch
-
-    info = {"torch": torch.__version__, "device": device, "threads": torch.get_num_threads(),
-            "python": platform.python_version(), "machine": platform.machine()}
+def bench_environment(device: str) -> dict:
+    """The machine probe every record uses (lra/core/env.py), with this run's load averages."""
+    info = environment(torch.device(device), torch.float32)
     if hasattr(os, "getloadavg"):  # other work on the machine shows in the times
         info["load_average_1_5_15min"] = [round(x, 2) for x in os.getloadavg()]
-    if device.startswith("cuda") and torch.cuda.is_available():
-        info["device_name"] = torch.cuda.get_device_name(torch.device(device))
-    else:
-        cpu = "cpu"
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
-        info["device_name"] = f"{cpu} ({os.cpu_count()} cores)"
+    info["threads"] = torch.get_num_threads()
     return info
 
 
@@ -276,8 +223,6 @@ def environment(device: str) -> dict:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from lra.cli import key_value
-
     p.add_argument("--attention", nargs="+", default=None, metavar="NAME",
                    help="attentions to measure (default: every registered one except presets)")
     p.add_argument("--n", nargs="+", type=int, default=list(DEFAULT_NS), metavar="N",
@@ -299,7 +244,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-iters", type=int, default=50, help="timed steps at most (default 50)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per measurement (default 600)")
     p.add_argument("--memory-limit-gb", type=float, default=None,
-                   help="CPU: address-space cap of each worker (default 80%% of RAM)")
+                   help="CPU: memory each worker may add once its libraries are loaded (default 80%% of RAM)")
     p.add_argument("--stat", choices=["median", "min"], default="median",
                    help="step time shown in the table: median (default) or min (steadier on a busy machine)")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
@@ -313,8 +258,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.worker:
         return worker(json.loads(args.worker))
-    from lra.errors import LRAError
-
     load_at_start = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
     def progress(row):
@@ -330,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LRAError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    env = environment(args.device)
+    env = bench_environment(args.device)
     env["load_average_at_start"] = load_at_start
     if args.threads:
         env["threads"] = args.threads

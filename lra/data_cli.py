@@ -16,19 +16,32 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from tabulate import tabulate
 
-from lra.errors import ConfigError, LRAError
+import attentions
+import tasks
+from lra.args import key_value
+from lra.core.config import DEFAULT_DATA_DIR
+from lra.core.data import BatchView
+from lra.core.isolation import is_oom
+from lra.core.model import build_model
+from lra.core.measure import Timing, time_steps
+from lra.core.presets import make_config
+from lra.core.step import Precision, TrainStep
+from lra.measurements import CPU_TOKENS, choose_batch
+from lra_base.errors import ConfigError, LRAError
+from tasks.download import SOURCES, download
 
 MAX_SKIPPED_FRACTION = 0.01  # verify: more unreadable items than this makes a split broken
 
 
 def add_parser(sub) -> None:
-    from lra.cli import DEFAULT_DATA_DIR, key_value
-
     p = sub.add_parser("data", help="generate, download, prepare or verify datasets")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
     dsub.required = True
@@ -76,12 +89,13 @@ def add_parser(sub) -> None:
     t.add_argument("--train-steps", type=int, default=2, help="timed training steps (0: skip the model)")
     t.add_argument("--train-batch", type=int, help="time the model on this many samples (default: the paper batch, "
                                                    "capped at 16384 tokens per step as `lra bench` does on CPU)")
-    t.add_argument("--attention", default="softmax")
+    t.add_argument("--attention", default=attentions.default_name(),
+                   help=f"the attention of the model timed (default {attentions.default_name()})")
     t.add_argument("--json", action="store_true")
     t.set_defaults(func=cmd_throughput)
 
-    e = dsub.add_parser("examples", help="write a PNG grid of generated Pathfinder images (positives over negatives)")
-    e.add_argument("task", choices=["pathfinder", "pathx"])
+    e = dsub.add_parser("examples", help="write a PNG grid of generated images (positives over negatives)")
+    e.add_argument("task", help="a task whose generator draws images (pathfinder, pathx)")
     e.add_argument("--out", required=True)
     e.add_argument("--per-label", type=int, default=4)
     e.add_argument("--seed", type=int, default=0)
@@ -93,8 +107,6 @@ def add_parser(sub) -> None:
 
 
 def cmd_generate(args) -> int:
-    import tasks
-
     task = tasks.get(args.task)
     if not task.can_generate:
         raise ConfigError(f"task {task.name!r} has no generator (real data only); get it with:\n  "
@@ -126,8 +138,6 @@ def cmd_generate(args) -> int:
 
 def _cpu_seconds() -> float:
     """CPU time of this process and of its finished worker processes."""
-    import os
-
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system
 
@@ -146,9 +156,6 @@ def _parse_values(d: dict) -> dict:
 
 
 def cmd_download(args) -> int:
-    import tasks
-    from tasks.download import SOURCES, download
-
     names = list(SOURCES) if args.task == "all" else [tasks.get(args.task).name]
     if args.url and len(names) > 1:
         raise ConfigError("--url names one archive: use it with one task, not `all`")
@@ -185,8 +192,6 @@ def cmd_download(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    import tasks
-
     task = tasks.get(args.task)
     for split in task.splits:
         start = time.perf_counter()
@@ -232,15 +237,11 @@ def verify(task, data_dir: Path, options: dict | None = None) -> dict:
 
 
 def cmd_verify(args) -> int:
-    import tasks
-
     task = tasks.get(args.task)
     report = verify(task, Path(args.data_dir), dict(args.task_option))
     if args.json:
         print(json.dumps(report, indent=1))
     else:
-        from tabulate import tabulate
-
         rows = []
         for split, s in report["splits"].items():
             if "error" in s and not s["count"]:
@@ -265,8 +266,6 @@ def cmd_verify(args) -> int:
 
 def loader_rate(view, batch_size: int, batches: int, workers: int, seed: int = 0) -> float:
     """Samples/s of a DataLoader over `view` with random full batches, after one warm-up batch."""
-    import torch
-
     n = len(view)
     rng = np.random.default_rng(seed)
     sampler = [rng.choice(n, size=min(batch_size, n), replace=False) for _ in range(batches + 1 + workers)]
@@ -283,37 +282,20 @@ def loader_rate(view, batch_size: int, batches: int, workers: int, seed: int = 0
 
 
 def train_rate(task, batch: dict, attention: str, steps: int) -> float:
-    """Training samples/s (forward + backward + AdamW step) of the paper model on one batch, CPU."""
-    import torch
-
-    from lra.config import ModelConfig
-    from lra.model import Classifier
-
+    """Training samples/s of the paper model on one batch, CPU: the training loop's own step
+    (lra/core/step.py) with the task's paper recipe, one warm-up step, then `steps` timed steps."""
+    cfg = make_config(task.name, "paper", attention=attention, device="cpu")
+    cfg.data.seq_len = batch["ids"].shape[-1]
     torch.manual_seed(0)
-    seq = batch["ids"].shape[-1]
-    model = Classifier(ModelConfig(), attention=attention, vocab_size=task.vocab_size, max_len=seq,
-                       num_classes=task.num_classes, num_inputs=task.num_inputs, grid=task.grid)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, eps=1e-6)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(batch["ids"], batch["mask"]), batch["labels"])
-        loss.backward()
-        opt.step()
-
-    step()  # warm-up
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * len(batch["labels"]) / (time.perf_counter() - start)
+    device = torch.device("cpu")
+    model = build_model(cfg, task)
+    step = TrainStep(model, cfg.train, Precision("fp32", device), total_steps=steps + 1)
+    timed = time_steps(lambda: step(batch), device, Timing(warmup=1, steps=steps, min_seconds=0.0, max_steps=steps),
+                       len(batch["labels"]))
+    return timed["throughput"]
 
 
 def cmd_throughput(args) -> int:
-    import tasks
-    from lra.bench import CPU_TOKENS, choose_batch
-    from lra.train import is_oom
-    from tasks.base import BatchView
-
     data_dir = Path(args.data_dir)
     names = args.tasks or tasks.available()
     rows, report = [], {}
@@ -340,7 +322,7 @@ def cmd_throughput(args) -> int:
             try:
                 entry["train"] = train_rate(task, view[np.arange(n)], args.attention, args.train_steps)
             except (MemoryError, RuntimeError) as exc:
-                if isinstance(exc, RuntimeError) and not is_oom(exc):
+                if not is_oom(exc):
                     raise
                 entry["train"] = None
         report[name] = entry
@@ -356,8 +338,6 @@ def cmd_throughput(args) -> int:
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
-    from tabulate import tabulate
-
     headers = ["task", "batch", "tokens/sample", "examples"] + [f"loader samples/s ({w} workers)" for w in args.workers]
     if args.train_steps:
         headers += [f"train samples/s ({args.attention}, paper model)", "loader / train"]
@@ -369,9 +349,7 @@ def cmd_throughput(args) -> int:
 
 
 def cmd_examples(args) -> int:
-    from tasks.snakes import example_grid
-
-    size = 32 if args.task == "pathfinder" else 128
-    out = example_grid(size, Path(args.out), per_label=args.per_label, seed=args.seed, difficulty=args.difficulty)
+    out = tasks.get(args.task).write_examples(Path(args.out), per_label=args.per_label, seed=args.seed,
+                                              difficulty=args.difficulty)
     print(f"wrote {out}: top row label 1 (connected), bottom row label 0")
     return 0

@@ -5,9 +5,8 @@
     lra sweep --task listops --attention softmax,pola-a3 --executor local      # one machine
 
 The cells and their flags are exactly those of `lra train` grids (lra/grid.py): the same names
-(`all`, comma lists, `--seeds`), the same validation before anything is submitted, and the shared
-results folder as the store: a cell with an "ok" record of the same configuration is skipped
-unless `--redo`.
+(`all`, lists, `--seeds`), the same validation before anything is submitted, and the shared
+results folder as the store: a cell with an "ok" record of the same run is skipped unless `--redo`.
 
 Each job runs its cell as `python -m lra.cli train ... --resume` in a child process. When SLURM
 (or submitit's local executor) warns a job that it is about to be pre-empted or to time out,
@@ -30,7 +29,9 @@ import time
 from pathlib import Path
 
 from lra import grid
-from lra.errors import ConfigError
+from lra.args import add_run_arguments, key_value
+from lra.core.isolation import child_env, stream
+from lra_base.errors import ConfigError
 
 
 class CellJob:
@@ -44,12 +45,12 @@ class CellJob:
         def started(proc):
             self._child = proc
 
-        rc, tail = grid.stream([sys.executable, "-m", "lra.cli", *self.argv], grid.child_env(), started)
+        rc, tail = stream([sys.executable, "-m", "lra.cli", *self.argv], child_env(), started)
         return {"returncode": rc, "tail": tail}
 
     def checkpoint(self, *args, **kwargs):
         """Pre-emption or time-out: let the training process checkpoint, then requeue this job."""
-        import submitit
+        import submitit  # optional (the `cluster` extra): needed only by `lra sweep`, deferred on purpose
 
         child = self._child
         if child is not None and child.poll() is None:
@@ -70,11 +71,9 @@ class CellJob:
 
 
 def add_parser(sub) -> None:
-    from lra.cli import add_train_arguments, key_value
-
     p = sub.add_parser("sweep", help="submit each (task, attention, seed) as its own job (SLURM or local) via submitit",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_train_arguments(p)
+    add_run_arguments(p)
     s = p.add_argument_group("cluster")
     s.add_argument("--executor", choices=["slurm", "local"], default="slurm",
                    help="slurm: submit with sbatch; local: submitit's local executor, jobs as processes here")
@@ -93,7 +92,7 @@ def add_parser(sub) -> None:
 
 def make_executor(args):
     try:
-        import submitit
+        import submitit  # optional (the `cluster` extra): needed only by `lra sweep`, deferred on purpose
     except ImportError:
         raise ConfigError("lra sweep needs submitit: pip install 'lra-suite[cluster]' (or pip install submitit)") from None
     folder = Path(args.log_dir or Path(args.results_dir) / "sweeps") / "%j"

@@ -10,8 +10,8 @@
 import importlib
 import pkgutil
 
-from lra.errors import ConfigError, did_you_mean
-from tasks.base import SPLITS, BatchView, Example, PreparedSplit, Recipe, Smoke, Task, locate, make_batch
+from lra_base.errors import ConfigError, did_you_mean
+from tasks.base import SPLITS, Example, PreparedSplit, Recipe, Smoke, Task, locate
 from tasks.base import _TASKS
 
 for _module in pkgutil.iter_modules(__path__):
@@ -32,5 +32,4 @@ def get(name: str) -> Task:
         ) from None
 
 
-__all__ = ["SPLITS", "BatchView", "Example", "PreparedSplit", "Recipe", "Smoke", "Task", "available",
-           "get", "locate", "make_batch"]
+__all__ = ["SPLITS", "Example", "PreparedSplit", "Recipe", "Smoke", "Task", "available", "get", "locate"]

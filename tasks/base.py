@@ -1,11 +1,9 @@
-"""What a task is, and the machinery every task shares: locating files, the prepared-data cache,
-batches with real padding masks.
+"""What a task is, and the machinery every task shares: locating files and the prepared-data cache.
 
-A task describes itself (name, content length, vocabulary, classes, one or two inputs, its paper
-recipe and its smoke settings) and knows how to read its published files into examples. The
-training loop only ever sees that description and batches of
-    ids (B, I, N) int64, mask (B, I, N) bool (True = real token), labels (B,) int64
-with I = num_inputs. It never branches on a task's name.
+A task describes itself (name, content length, vocabulary, classes, one or two inputs, its layout,
+its paper recipe and its smoke settings) and knows how to read its published files into examples.
+The harness only ever sees that description and the prepared splits (lra/core/data.py turns them
+into batches with real padding masks); it never branches on a task's name.
 
 Prepared data. The first load of a split reads the source files once and writes the tokens to a
 cache folder, memory-mapped afterwards:
@@ -14,10 +12,9 @@ The key hashes the task, its format version, its options and each source file's 
 modification time, so a changed file or option never reuses a stale cache. A cache is built in a
 temporary folder and renamed into place when complete, so a half-written one is never read.
 
-Tokens are stored raw in the smallest dtype that holds them (bytes and pixels as uint8) and
-turned into model ids at batch time: id = token + task.token_offset at real positions, 0 (the pad
-id) elsewhere. The mask comes from the stored lengths, never from `id != 0`: a black pixel (0)
-is a real token (the ports' `token != 0` mask treated most of a Pathfinder image as padding).
+Tokens are stored raw in the smallest dtype that holds them (bytes and pixels as uint8), with
+each example's real length; lra/core/data.py turns them into model ids (token + token_offset)
+and a mask from those lengths, never from `id != 0`: a black pixel (0) is a real token.
 """
 
 from __future__ import annotations
@@ -27,16 +24,14 @@ import hashlib
 import json
 import os
 import shutil
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Iterable, Iterator, Optional
 
 import numpy as np
-import torch
 
-from lra.errors import ConfigError, DataError, MissingDataError, did_you_mean
-from lra.typed import coerce
+from lra_base.errors import ConfigError, DataError, MissingDataError
+from lra_base.typed import make_options
 
 SPLITS = ("train", "val", "test")
 RELEASE = "lra_release"
@@ -45,7 +40,7 @@ CACHE_DIR = ".cache"
 
 @dataclass(frozen=True)
 class Recipe:
-    """A task's `paper` training setup (lra-reference.md section 4, the Skyformer port)."""
+    """A task's `paper` training setup (docs/lra-reference.md, training setups: the Skyformer port)."""
 
     seq_len: int  # tokens per input fed to the model (the ports pad 2000 -> 2048, 4000 -> 4096)
     batch_size: int
@@ -142,23 +137,14 @@ class Task:
     def generate(self, data_dir: Path, *, seed: int = 0, **options) -> None:
         raise ConfigError(f"task {self.name!r} has no generator; get the real data: {self.how_to_get(data_dir)}")
 
+    def write_examples(self, out: Path, *, per_label: int = 4, seed: int = 0, **options) -> Path:
+        """A PNG of generated examples per label (image tasks with a generator)."""
+        raise ConfigError(f"task {self.name!r} has no generated images to show")
+
     # --- shared machinery ---------------------------------------------------------------------
 
     def resolve_options(self, options: dict | None):
-        options = dict(options or {})
-        fields = {f.name for f in dataclasses.fields(self.Options)}
-        for k in options:
-            if k not in fields:
-                raise ConfigError(
-                    f"task {self.name!r} has no option {k!r}{did_you_mean(k, fields)}. "
-                    f"Valid options: {', '.join(sorted(fields)) or '(none)'}"
-                )
-        hints = typing.get_type_hints(self.Options)
-        values = {k: coerce(v, hints[k], f"task {self.name!r} option {k!r}") for k, v in options.items()}
-        try:
-            return self.Options(**values)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"task {self.name!r}: {exc}") from None
+        return make_options(self.Options, dict(options or {}), f"task {self.name!r}")
 
     def missing(self, data_dir: Path, looked_for: Iterable[Path]) -> MissingDataError:
         paths = "\n  ".join(str(p) for p in looked_for)
@@ -270,49 +256,6 @@ class PreparedSplit:
     @property
     def token_offset(self) -> int:
         return self.meta["token_offset"]
-
-
-def subset_indices(n: int, limit: Optional[int], seed: int) -> np.ndarray:
-    """All indices, or a seeded random subset of `limit` of them (sorted, for memmap locality)."""
-    if limit is None or limit >= n:
-        return np.arange(n)
-    rng = np.random.default_rng([seed, 7919])
-    return np.sort(rng.choice(n, size=limit, replace=False))
-
-
-class BatchView(torch.utils.data.Dataset):
-    """Indexes a PreparedSplit one whole batch at a time: `view[index_array]` -> batch dict.
-
-    Used with a DataLoader whose sampler yields index arrays (batch_size=None), so each worker
-    builds whole batches with vectorised numpy instead of collating samples one by one.
-    """
-
-    def __init__(self, split: PreparedSplit, seq_len: int, indices: Optional[np.ndarray] = None):
-        self.split, self.seq_len = split, seq_len
-        self.indices = np.arange(len(split)) if indices is None else np.asarray(indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, idx) -> dict:
-        rows = self.indices[np.atleast_1d(idx)]
-        order = np.argsort(rows, kind="stable")  # memmap reads in file order
-        toks = np.empty((len(rows),) + self.split.tokens.shape[1:], dtype=self.split.tokens.dtype)
-        toks[order] = self.split.tokens[rows[order]]
-        return make_batch(toks, self.split.lengths[rows], self.split.labels[rows], self.seq_len, self.split.token_offset)
-
-
-def make_batch(tokens: np.ndarray, lengths: np.ndarray, labels: np.ndarray, seq_len: int, offset: int) -> dict:
-    """Stored tokens (b, I, L) -> model ids (b, I, seq_len) with the real-token mask from lengths."""
-    b, n_in, L = tokens.shape
-    w = min(L, seq_len)
-    mask = np.arange(seq_len)[None, None, :] < np.minimum(lengths, seq_len)[:, :, None]
-    ids = np.zeros((b, n_in, seq_len), dtype=np.int64)
-    ids[:, :, :w] = tokens[:, :, :w]
-    if offset:
-        ids += offset
-    ids *= mask
-    return {"ids": torch.from_numpy(ids), "mask": torch.from_numpy(mask), "labels": torch.from_numpy(labels.astype(np.int64))}
 
 
 def locate(data_dir: Path, relative: str) -> tuple[Optional[Path], list[Path]]:

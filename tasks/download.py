@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from lra.errors import ConfigError, DataError
+from lra_base.errors import ConfigError, DataError
 
 DOWNLOADS = "downloads"
 CHUNK = 1 << 20

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
-from lra.errors import DataError
+from lra_base.errors import DataError
 
 HUB_DIR = "hf"
 

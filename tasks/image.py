@@ -29,7 +29,7 @@ from typing import Iterator
 
 import numpy as np
 
-from lra.errors import DataError
+from lra_base.errors import DataError
 from tasks import hub
 from tasks.base import Example, Recipe, Smoke, Task
 

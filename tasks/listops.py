@@ -29,8 +29,8 @@ from typing import Iterator
 
 import numpy as np
 
-from lra.atomic import atomic_write
-from lra.errors import ConfigError, DataError
+from lra_base.atomic import atomic_write
+from lra_base.errors import ConfigError, DataError
 from tasks.base import Example, Recipe, Smoke, Task, locate
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")

@@ -34,9 +34,9 @@ from typing import Iterator
 
 import numpy as np
 
-from lra.errors import ConfigError, DataError, did_you_mean
+from lra_base.errors import ConfigError, DataError, did_you_mean
 from tasks.base import RELEASE, Example, Recipe, Smoke, Task, locate
-from tasks.snakes import DIFFICULTIES, MANIFEST, Settings, generate as draw_dataset, settings_for
+from tasks.snakes import DIFFICULTIES, MANIFEST, Settings, example_grid, generate as draw_dataset, settings_for
 
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 PARALLEL_MIN = 4000  # decode in worker processes from this many images on
@@ -219,6 +219,11 @@ class _Pathfinder(Task):
         draw_dataset(root, s, images=images, seed=seed, per_batch=per_batch, workers=workers, force=force,
                      progress=progress)
         return root
+
+
+    def write_examples(self, out, *, per_label=4, seed=0, difficulty="curv_contour_length_14"):
+        """Generated positives (top row) over negatives (bottom row), upscaled for viewing."""
+        return example_grid(self.resolution, Path(out), per_label=per_label, seed=seed, difficulty=difficulty)
 
 
 class Pathfinder(_Pathfinder):

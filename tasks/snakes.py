@@ -56,8 +56,8 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from lra.atomic import atomic_write_text
-from lra.errors import ConfigError
+from lra_base.atomic import atomic_write_text
+from lra_base.errors import ConfigError
 
 DIFFICULTIES = {"curv_baseline": 6, "curv_contour_length_9": 9, "curv_contour_length_14": 14}
 INK = 0.1  # a dash's pixels: where its (unscaled) sprite reaches this

@@ -9,8 +9,8 @@ import torch
 import attentions
 from attentions.hedgehog import mimicry_loss
 from attn_check import assert_same_layer_function, build, padded_inputs
-from lra.config import ModelConfig
-from lra.model import Classifier
+from lra.core.config import ModelConfig
+from lra.core.model import Classifier
 
 
 @pytest.mark.parametrize("options", [{}, {"feature_dim": 48}, {"feature_dim": 5}])

@@ -11,11 +11,13 @@ import pytest
 import torch
 
 import tasks
-from lra.bench import choose_batch, fit_slope, make_step, measure
+from lra.core.step import benchmark_step as make_step
+from lra.measurements import choose_batch, measure
+from lra.scaling import fit_slope
 from lra.cli import main
-from lra.presets import make_config
-from lra.results import REQUIRED_KEYS, read_records
-from lra.train import Precision
+from lra.core.presets import make_config
+from lra.core.records import REQUIRED_KEYS, read_records
+from lra.core.step import Precision
 
 
 def tiny_config(attention="softmax", batch=2, seq_len=64, **train):

@@ -73,7 +73,7 @@ def test_throughput_times_the_paper_model_too(listops_dir, capsys):
     import numpy as np
 
     import tasks
-    from tasks.base import BatchView
+    from lra.core.data import BatchView
 
     task = tasks.get("listops")
     batch = BatchView(task.prepared(listops_dir, "val"), 64)[np.arange(4)]

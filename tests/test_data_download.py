@@ -12,7 +12,7 @@ import pytest
 
 import tasks
 from lra import cli
-from lra.errors import DataError
+from lra_base.errors import DataError
 from lra_fixtures import aan_rows, cifar_batches, imdb_reviews, write_aclimdb_tar, write_cifar_tar
 from tasks.download import ACLIMDB, CIFAR10, Archive, extract, fetch
 

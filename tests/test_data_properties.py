@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import tasks
-from lra.errors import DataError
+from lra_base.errors import DataError
 from lra_fixtures import cifar_pickle, write_imdb_hub
 from tasks import image, listops, pathfinder, retrieval, text
 

@@ -10,9 +10,9 @@ import torch
 import attentions
 from attentions import AttentionBase
 from lra import train
-from lra.config import validate
-from lra.errors import ConfigError
-from lra.results import write_record
+from lra.core.config import validate
+from lra_base.errors import ConfigError
+from lra.core.records import write_record
 from tests.test_train import tiny_config
 
 

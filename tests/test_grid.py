@@ -7,10 +7,12 @@ import pytest
 
 import attentions
 import tasks
-from lra.cli import add_train_arguments, config_from_args, main
-from lra.errors import ConfigError
-from lra.grid import canonical_names, expand_attentions, expand_tasks, parse_seeds, passthrough
-from lra.results import read_records
+from lra.args import add_run_arguments, config_from_args
+from lra.cli import main
+from lra_base.errors import ConfigError
+from lra.core.names import canonical_names, expand_attentions, expand_tasks, parse_seeds
+from lra.grid import passthrough
+from lra.core.records import read_records
 
 
 @pytest.fixture
@@ -44,7 +46,7 @@ def test_parse_seeds():
 def test_cells_get_every_other_flag():
     """Parsing a cell's own command line gives the configuration the sweep planned for it."""
     p = argparse.ArgumentParser()
-    add_train_arguments(p)
+    add_run_arguments(p)
     argv = ["--task", "listops", "--attention", "softmax,all", "--seeds", "0,1", "--preset", "quick", "--steps", "30",
             "-o", "dropout=0.2", "--set", "model.dim=32", "--set", "train.lr=0.01", "--data-dir", "/x/data",
             "--no-progress", "--precision", "fp32", "--redo"]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import tasks
-from lra.errors import ConfigError, DataError, MissingDataError
+from lra_base.errors import ConfigError, DataError, MissingDataError
 from tasks.listops import VOCAB, generate_rows, read_tsv, write_tsv
 
 TASK = tasks.get("listops")

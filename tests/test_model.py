@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import attentions
-from lra.config import ModelConfig
-from lra.model import Classifier, masked_mean
+from lra.core.config import ModelConfig
+from lra.core.model import Classifier, masked_mean
 
 CFG = ModelConfig(dim=32, heads=2, layers=2, ffn_dim=64, head_hidden=48, dropout=0.1)
 

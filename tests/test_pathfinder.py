@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import tasks
-from lra.errors import ConfigError, DataError, MissingDataError
+from lra_base.errors import ConfigError, DataError, MissingDataError
 from lra_fixtures import write_pathfinder_release
-from tasks.base import BatchView
+from lra.core.data import BatchView
 from tasks.pathfinder import read_metadata, split_indices
 
 PF, PX = tasks.get("pathfinder"), tasks.get("pathx")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import tasks
-from lra.errors import ConfigError, DataError
+from lra_base.errors import ConfigError, DataError
 from tasks.pathfinder import read_metadata
 from tasks.snakes import MANIFEST, draw_sample, generate, settings_for
 

@@ -9,11 +9,11 @@ from dataclasses import asdict
 import pytest
 
 import attentions
-from lra import paper_numbers as paper
+from lra.core import paper_numbers as paper
 from lra.cli import main
-from lra.config import ModelConfig
+from lra.core.config import ModelConfig
 from lra.report import build_report
-from lra.results import read_records, write_record
+from lra.core.records import read_records, write_record
 
 ENV = {"device": "cpu", "device_name": "Test CPU (2 cores, 2 threads)", "dtype": "float32", "torch": "2.13.0",
        "cuda": None, "git_sha": "0123456789abcdef"}
@@ -214,9 +214,11 @@ def test_published_numbers_are_consistent_with_the_papers_own_averages():
 
 def test_records_written_with_the_old_impl_names_read_as_the_new_ones(tmp_path):
     """Before one vocabulary served every attention, impl was sdpa / linear / quadratic."""
-    from lra.results import read_records
+    from lra.core.records import read_records
 
-    old = {"attention": "pola", "attention_options": {"impl": "quadratic"},
+    from lra.core.records import REQUIRED_KEYS
+
+    old = {**{k: None for k in REQUIRED_KEYS}, "attention": "pola", "attention_options": {"impl": "quadratic"},
            "config": {"attention_options": {"impl": "linear"}}}
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "a.json").write_text(json.dumps(old))

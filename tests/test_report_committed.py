@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 from lra.report import build_report
-from lra.results import REQUIRED_KEYS, read_records
+from lra.core.records import REQUIRED_KEYS, read_records
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 

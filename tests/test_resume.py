@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lra import checkpoint as ckpt
+from lra.core import checkpoint as ckpt
 from lra import train
-from lra.errors import ConfigError
+from lra_base.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 60

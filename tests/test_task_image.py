@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import tasks
-from lra.errors import ConfigError, DataError, MissingDataError
+from lra_base.errors import ConfigError, DataError, MissingDataError
 from lra_fixtures import cifar_batches, cifar_pickle, write_cifar_hub, write_cifar_pickles, write_cifar_tar
 from tasks.image import load_batch, to_gray
 

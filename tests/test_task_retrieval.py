@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import tasks
-from lra.errors import DataError, MissingDataError
+from lra_base.errors import DataError, MissingDataError
 from lra_fixtures import aan_rows, write_aan
-from tasks.base import BatchView
+from lra.core.data import BatchView
 from tasks.retrieval import read_tsv
 
 TASK = tasks.get("retrieval")

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 import tasks
-from lra.errors import ConfigError, DataError, MissingDataError
+from lra_base.errors import ConfigError, DataError, MissingDataError
 from lra_fixtures import imdb_reviews, write_aclimdb_folder, write_aclimdb_tar, write_imdb_hub
-from tasks.base import BatchView
+from lra.core.data import BatchView
 
 TASK = tasks.get("text")
 

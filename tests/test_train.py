@@ -6,8 +6,8 @@ import math
 import pytest
 
 from lra import train
-from lra.presets import make_config
-from lra.results import METRIC_KEYS, REQUIRED_KEYS
+from lra.core.presets import make_config
+from lra.core.records import METRIC_KEYS, REQUIRED_KEYS
 
 
 def tiny_config(data_dir, results_dir, **train_overrides):
@@ -73,7 +73,7 @@ def test_same_seed_same_metrics(listops_dir, tmp_path, finished):
 
 
 def test_batch_larger_than_the_dataset_is_a_clear_error(listops_dir, tmp_path):
-    from lra.errors import ConfigError
+    from lra_base.errors import ConfigError
 
     cfg = tiny_config(listops_dir, tmp_path, batch_size=1000)
     with pytest.raises(ConfigError, match="fewer than the batch size"):
@@ -84,10 +84,11 @@ def test_batch_larger_than_the_dataset_is_a_clear_error(listops_dir, tmp_path):
 def test_schedule_is_defined_for_every_warmup_and_ends_near_zero(steps, warmup):
     import torch
 
-    from lra.config import TrainConfig
+    from lra.core.config import TrainConfig
+    from lra.core.step import make_scheduler
 
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
-    sched = train.make_scheduler(opt, TrainConfig(steps=steps, warmup=warmup, lr=1e-3))
+    sched = make_scheduler(opt, TrainConfig(steps=steps, warmup=warmup, lr=1e-3))
     lrs = []
     for _ in range(steps):
         lrs.append(opt.param_groups[0]["lr"])

@@ -4,8 +4,8 @@ from typing import Literal, Optional
 
 import pytest
 
-from lra.errors import ConfigError
-from lra.typed import coerce, type_name
+from lra_base.errors import ConfigError
+from lra_base.typed import coerce, type_name
 
 
 @pytest.mark.parametrize("value, tp, expected", [

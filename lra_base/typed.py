@@ -1,17 +1,20 @@
 """Checking and converting values against type annotations.
 
-One function serves attention options, configuration overrides (`--set train.lr=2e-4`) and
-task options, so a string from the command line and a value from Python pass the same checks.
+One function (`coerce`) serves attention options, configuration overrides (`--set
+train.lr=2e-4`) and task options, so a string from the command line and a value from Python
+pass the same checks; one function (`make_options`) turns such values into an options
+dataclass, for attentions and tasks alike.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import types
 import typing
 from typing import Any
 
-from lra.errors import ConfigError
+from lra_base.errors import ConfigError, did_you_mean
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -123,3 +126,44 @@ def _coerce_str(value, where: str) -> str:
 
 
 _SCALARS = {bool: _coerce_bool, int: _coerce_int, float: _coerce_float, str: _coerce_str}
+
+
+def describe_fields(options_cls, overrides: dict | None = None) -> str:
+    """'alpha: float = 3.0, eps: float = 1e-06' for help and error messages (`overrides` replace
+    defaults, e.g. the values a preset pins)."""
+    hints = typing.get_type_hints(options_cls)
+    parts = []
+    for f in dataclasses.fields(options_cls):
+        default = (overrides or {}).get(f.name, _default_of(f))
+        parts.append(f"{f.name}: {type_name(hints[f.name])} = {default!r}")
+    return ", ".join(parts) or "(none)"
+
+
+def make_options(options_cls, values: dict, owner: str, overrides: dict | None = None):
+    """An instance of the options dataclass `options_cls` from user values.
+
+    Unknown names fail listing the valid ones (with their types and defaults), each value is
+    converted to its annotated type, and the dataclass's own range checks (`__post_init__`
+    raising ValueError or TypeError) become a ConfigError naming `owner` ("attention 'pola'")."""
+    valid = [f.name for f in dataclasses.fields(options_cls)]
+    unknown = [k for k in values if k not in valid]
+    if unknown:
+        k = unknown[0]
+        raise ConfigError(f"{owner} has no option {k!r}{did_you_mean(k, valid)}. "
+                          f"Valid options: {describe_fields(options_cls, overrides)}")
+    hints = typing.get_type_hints(options_cls)
+    converted = {k: coerce(v, hints[k], f"{owner} option {k!r}") for k, v in values.items()}
+    try:
+        return options_cls(**converted)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{owner}: {exc}") from None
+
+
+def _default_of(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None

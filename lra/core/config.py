@@ -1,24 +1,30 @@
 """Run configuration: every setting that shapes a run, in typed dataclasses.
 
 A run is fully described by a RunConfig; it goes into the result record as `config`, so a table
-cell can always be traced back to what produced it. Presets (lra/presets.py) fill a RunConfig
+cell can always be traced back to what produced it. Presets (lra/core/presets.py) fill a RunConfig
 from a task's own recipe; the command line overrides any field with `--set section.key=value`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from lra.errors import ConfigError, did_you_mean
-from lra.typed import coerce, type_name
+import attentions
+from lra_base.errors import ConfigError, did_you_mean
+from lra_base.typed import coerce, type_name
+
+# Where datasets and a user's results go unless a command says otherwise.
+DEFAULT_DATA_DIR = os.environ.get("LRA_DATA_DIR", "data")
+DEFAULT_RESULTS_DIR = os.environ.get("LRA_RESULTS_DIR", "results")
 
 
 @dataclass
 class ModelConfig:
-    """The shared encoder (lra-reference.md section 4): same for every attention."""
+    """The shared encoder (docs/lra-reference.md, training setups): the same for every attention."""
 
     dim: int = 64
     heads: int = 2
@@ -80,7 +86,7 @@ class DataConfig:
 @dataclass
 class RunConfig:
     task: str = "listops"
-    attention: str = "softmax"
+    attention: str = field(default_factory=attentions.default_name)
     attention_options: dict = field(default_factory=dict)
     preset: str = "smoke"
     seed: int = 0
@@ -96,12 +102,19 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
-        d = dict(d)
+        """A RunConfig from its dict. Fields this version does not know (a record written by another
+        version) are dropped, fields it lacks keep their defaults."""
         sections = {"model": ModelConfig, "train": TrainConfig, "data": DataConfig}
+
+        def known(target, values: dict) -> dict:
+            names = {f.name for f in dataclasses.fields(target)}
+            return {k: v for k, v in values.items() if k in names}
+
+        top = known(cls, d)
         for key, sub in sections.items():
-            if key in d:
-                d[key] = sub(**d[key])
-        return cls(**d)
+            if isinstance(top.get(key), dict):
+                top[key] = sub(**known(sub, top[key]))
+        return cls(**top)
 
 
 SECTIONS = ("model", "train", "data")

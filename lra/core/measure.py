@@ -10,13 +10,20 @@ Peak memory, in MiB:
   writing 5 to /proc/self/clear_refs, and the peak added by the measurement is VmHWM - VmRSS(at
   reset). Nothing the process did before the reset pollutes it.
 - elsewhere: a sampling thread reads the resident size every few milliseconds (method recorded).
+
+`time_steps` is the one timing routine: warm-up steps, then timed steps until enough steps and
+seconds have passed, with the peak memory of both. `lra bench`, `lra data throughput` and
+`python -m lra.attn_bench` all time their step with it.
 """
 
 from __future__ import annotations
 
 import re
+import resource
+import statistics
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -78,8 +85,6 @@ def _rss_bytes() -> int:
     try:
         return _proc_status()["VmRSS"]
     except (OSError, KeyError):
-        import resource
-
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # best effort
 
 
@@ -128,3 +133,59 @@ class PeakMemory:
                 self._sampler.join()
             return max(0, self._sampled_peak - self._baseline) / MiB
         return None
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long to time a step: `warmup` untimed steps, then at least `steps` timed steps and at
+    least `min_seconds`, at most `max_steps`. A warm-up step longer than `max_step_seconds` ends
+    the warm-up and leaves one timed step (a point over a sweep's budget)."""
+
+    warmup: int
+    steps: int
+    min_seconds: float
+    max_steps: int
+    max_step_seconds: float | None = None
+
+
+def time_steps(step, device: torch.device, timing: Timing, samples_per_step: int, per_step: bool = False) -> dict:
+    """Run `step()` as `timing` says; return the throughput, the time per step and the peak memory
+    (counted from before the warm-up: its first step allocates what the timed steps reuse).
+    Per-step times (median, min, mean) are kept on CPU, where work is synchronous and reading
+    the clock costs nothing, and on CUDA when `per_step` asks for a synchronisation per step."""
+    out = {"warmup_steps": 0, "first_step_seconds": None, "over_budget": False}
+    memory = PeakMemory(device)
+    memory.start()
+    for i in range(timing.warmup):
+        t0 = time.perf_counter()
+        step()
+        synchronize(device)
+        seconds = time.perf_counter() - t0
+        out["warmup_steps"] = i + 1
+        if i == 0:
+            out["first_step_seconds"] = seconds
+        if timing.max_step_seconds and seconds > timing.max_step_seconds:
+            out["over_budget"] = True
+            break
+    each = per_step or device.type == "cpu"
+    least = 1 if out["over_budget"] else timing.steps
+    timer, times = Stopwatch(device), []
+    t_start = time.perf_counter()
+    timer.start()
+    n = 0
+    while n < least or (not out["over_budget"] and n < timing.max_steps
+                        and time.perf_counter() - t_start < timing.min_seconds):
+        t0 = time.perf_counter()
+        step()
+        if each:
+            synchronize(device)
+            times.append(time.perf_counter() - t0)
+        timer.count(samples_per_step)
+        n += 1
+    timer.stop()
+    out.update(throughput=timer.rate(), step_seconds=timer.seconds / n, timed_steps=n,
+               peak_memory_mb=memory.peak_mb(), memory_method=memory.method)
+    if times:  # the spread shows how steady the machine was (a shared CPU is not)
+        out.update(median_step_seconds=statistics.median(times), min_step_seconds=min(times),
+                   mean_step_seconds=statistics.fmean(times))
+    return out

@@ -2,7 +2,7 @@
 
 Source: Meng et al., "PolaFormer: Polarity-aware Linear Attention for Vision Transformers",
 ICLR 2025, Table 4 (accuracy, %) and Table 6 (throughput T and peak memory M), measured in the
-Skyformer PyTorch setup (lra-reference.md section 5). Everything here is data: the report labels
+Skyformer PyTorch setup (docs/lra-reference.md, reference results). Everything here is data: the report labels
 every value taken from this module as published.
 
 Each published row or column names the registered attention it corresponds to (`attention`), so

@@ -1,4 +1,5 @@
-"""What machine and code produced a run: goes into every result record as `env`."""
+"""The one probe of the machine and the code: what produced a run goes into every result record
+(and every `python -m lra.attn_bench` table) as `env`, so figures from the same machine group."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
+from lra_base.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @lru_cache(maxsize=None)
@@ -45,8 +48,6 @@ def device_name(device: torch.device) -> str:
 
 
 def pick_device(name: str) -> torch.device:
-    from lra.errors import ConfigError
-
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -66,3 +67,21 @@ def environment(device: torch.device, dtype: torch.dtype) -> dict:
         "platform": platform.platform(),
         "hostname": platform.node(),
     }
+
+
+def load_average() -> float | None:
+    """The 1-minute load average: other work on the machine shows in every time measured."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def memory_total_mb() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return None

@@ -1,27 +1,34 @@
 """Result records: one JSON file per run under <results-dir>/runs/, written atomically.
 
-The keys the contract guarantees (architecture.md):
+The keys the contract guarantees (docs/architecture.md):
     run_id, task, attention, attention_options, preset, seed, status, metrics{test_accuracy,
     best_val_accuracy, train_throughput, eval_throughput, peak_memory_mb}, steps, config, env,
     created_at
 Accuracy is in percent, throughput in samples/s, memory in MiB. Records carry more (the parameter
-count, the training curve, data provenance); readers must ignore keys they do not know.
+count, the training curve, data provenance, how the attention ran); readers ignore keys they do
+not know.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import uuid
-import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
-from lra.atomic import atomic_write_text
+from tabulate import tabulate
+
+from lra_base.atomic import atomic_write_text
 
 STATUSES = ("ok", "oom", "diverged", "failed")
 REQUIRED_KEYS = ("run_id", "task", "attention", "attention_options", "preset", "seed", "status", "metrics",
                  "steps", "config", "env", "created_at")
 METRIC_KEYS = ("test_accuracy", "best_val_accuracy", "train_throughput", "eval_throughput", "peak_memory_mb")
+
+# Option values renamed since records were first written: `impl` took "sdpa" (softmax) and
+# "linear" / "quadratic" (the linear forms) before one vocabulary, "fast" / "reference", served all.
+LEGACY_IMPL = {"sdpa": "fast", "linear": "fast", "quadratic": "reference"}
 
 
 def now() -> str:
@@ -44,11 +51,6 @@ def write_record(results_dir: str | Path, record: dict) -> Path:
     return path
 
 
-# Option values renamed since records were first written: `impl` took "sdpa" (softmax) and
-# "linear" / "quadratic" (the linear forms) before one vocabulary, "fast" / "reference", served all.
-LEGACY_IMPL = {"sdpa": "fast", "linear": "fast", "quadratic": "reference"}
-
-
 def upgrade(record: dict) -> dict:
     """A record as this version of the suite names things (older records used older option values)."""
     for opts in (record.get("attention_options"), (record.get("config") or {}).get("attention_options")):
@@ -58,14 +60,45 @@ def upgrade(record: dict) -> dict:
 
 
 def read_records(results_dir: str | Path) -> list[dict]:
-    """Every readable record under <results_dir>/runs/ (unreadable files are skipped with a warning)."""
+    """Every record under <results_dir>/runs/, each with its file as `_path`. A file that is not
+    readable JSON or not a record is skipped with one line naming it."""
     out = []
     for path in sorted((Path(results_dir) / "runs").glob("*.json")):
         try:
             rec = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            warnings.warn(f"skipping unreadable result record {path}: {exc}")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            _skip(path, f"not readable JSON ({exc})")
+            continue
+        missing = [k for k in REQUIRED_KEYS if k not in rec] if isinstance(rec, dict) else list(REQUIRED_KEYS)
+        if missing:
+            _skip(path, f"not a result record (lacks {', '.join(missing)})")
             continue
         rec["_path"] = str(path)
         out.append(upgrade(rec))
     return out
+
+
+def _skip(path: Path, why: str) -> None:
+    print(f"[records] skipping {path}: {why}; fix or delete the file", file=sys.stderr)
+
+
+def _fmt(x, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def print_summary(records: list[dict]) -> None:
+    """One line per training record: the figures a user looks at first, and where the record is."""
+    rows = []
+    for r in records:
+        m = r["metrics"]
+        rows.append([r["task"], r["attention"], r["preset"], r["seed"], r["status"], r["steps"],
+                     _fmt(m.get("test_accuracy"), ".2f"), _fmt(m.get("best_val_accuracy"), ".2f"),
+                     _fmt(m.get("train_throughput"), ".1f"), _fmt(m.get("eval_throughput"), ".1f"),
+                     _fmt(m.get("peak_memory_mb"), ".1f"), r.get("num_params", "-")])
+    print(tabulate(rows, headers=["task", "attention", "preset", "seed", "status", "steps", "test acc %",
+                                  "best dev %", "train samples/s", "eval samples/s", "peak MiB", "params"]))
+    for r in records:
+        if r.get("path"):
+            print(f"record: {r['path']}  ({r['env']['device_name']}, {r['env']['dtype']})")
+        if r.get("error"):
+            print(f"{r['status']}: {r['error'].strip().splitlines()[-1]}")

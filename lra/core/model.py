@@ -1,4 +1,4 @@
-"""The shared encoder and classifier (lra-reference.md section 4, the Skyformer/Nystromformer port).
+"""The shared encoder and classifier (docs/lra-reference.md, training setups: the Skyformer port).
 
     ids (B, I, N) -> token + learned position embeddings -> dropout
                   -> L x [x + drop(attn(LN(x), mask));  x + FFN(LN(x))]     (pre-LayerNorm)
@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 import attentions
-from lra.config import ModelConfig
+from lra.core.config import ModelConfig, RunConfig
 
 
 class Block(nn.Module):
@@ -128,3 +128,11 @@ class Classifier(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def build_model(cfg: RunConfig, task) -> Classifier:
+    """The paper model of a run for a task: its attention, vocabulary, length, classes, inputs and
+    layout. Every command builds its model here."""
+    return Classifier(cfg.model, attention=cfg.attention, attention_options=cfg.attention_options,
+                      vocab_size=task.vocab_size, max_len=cfg.data.seq_len, num_classes=task.num_classes,
+                      num_inputs=task.num_inputs, grid=task.grid)

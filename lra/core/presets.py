@@ -1,6 +1,6 @@
 """Presets: a RunConfig for (task, preset), filled from the task's own recipe.
 
-- paper: the PolaFormer/Skyformer setup (lra-reference.md section 4): the task's Recipe as is,
+- paper: the PolaFormer/Skyformer setup (docs/lra-reference.md, training setups): the task's Recipe as is,
   50k steps, best-dev checkpoint tested at the end.
 - quick: the paper model, batch, lengths and learning rate for a tenth of the steps (warm-up and
   evaluation scaled to fit): a reduced but meaningful run, minutes on a GPU.
@@ -11,8 +11,8 @@
 from __future__ import annotations
 
 import tasks
-from lra.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from lra.errors import ConfigError, did_you_mean
+from lra.core.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from lra_base.errors import ConfigError, did_you_mean
 
 PRESETS = ("smoke", "quick", "paper")
 

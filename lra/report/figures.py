@@ -1,0 +1,81 @@
+"""The report's figures, drawn on demand: each section names a figure file and hands over a
+function that draws it; `lra report` calls them unless --no-figures. PNGs are written atomically
+and carry no timestamp, so the same records give the same bytes."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from lra.report.runs import num, task_label
+from lra_base.atomic import atomic_write
+
+
+def _plt():
+    # matplotlib is needed by the figures only: deferred on purpose, so a machine without it still
+    # gets the markdown (`lra report --no-figures`) and every other command.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    """PNG written atomically like the markdown: an interrupted report never leaves a torn figure."""
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, metadata={"Software": None}))
+
+
+def scaling_figure(curves: dict, title: str):
+    def draw(path: Path):
+        plt = _plt()
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        for label, (n, t, m, ts, ms) in curves.items():
+            if not n:
+                continue
+            axes[0].plot(n, t, marker="o", label=f"{label} (slope {num(ts, '.2f')})")
+            axes[1].plot(n, m, marker="o", label=f"{label} (slope {num(ms, '.2f')})")
+        for ax, ylabel in zip(axes, ("training step, ms", "training peak memory, MiB")):
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("sequence length")
+            ax.set_ylabel(ylabel)
+            ax.grid(True, which="both", alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=8)
+        fig.suptitle(f"Scaling with length ({title})")
+        fig.tight_layout()
+        _save(fig, path)
+        plt.close(fig)
+
+    return draw
+
+
+def accuracy_figure(task_names, ours: dict, published: dict, baseline: str, device: str | None, preset):
+    def draw(path: Path):
+        plt = _plt()
+        shown = [t for t in task_names if ours.get(t) or published.get(t)]
+        cols = min(3, max(1, len(shown)))
+        rows = max(1, math.ceil(len(shown) / cols))
+        fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.8 * rows), squeeze=False)
+        for ax, task in zip(axes.flat, shown):
+            for label, x, y in published.get(task, []):
+                ax.scatter([x], [y], facecolors="none", edgecolors="tab:gray", marker="s")
+                ax.annotate(label, (x, y), fontsize=7, color="tab:gray", xytext=(3, 3), textcoords="offset points")
+            for label, x, y in ours.get(task, []):
+                ax.scatter([x], [y], color="tab:blue")
+                ax.annotate(label, (x, y), fontsize=7, color="tab:blue", xytext=(3, -9), textcoords="offset points")
+            ax.set_title(task_label(task))
+            ax.set_xlabel(f"training throughput / {baseline}")
+            ax.set_ylabel("accuracy %")
+            ax.grid(True, alpha=0.3)
+        for ax in list(axes.flat)[len(shown):]:
+            ax.axis("off")
+        fig.suptitle(f"Accuracy vs throughput: filled = ours ({preset or 'no'} preset"
+                     f"{', ' + device if device else ''}), hollow = published (PolaFormer)", fontsize=9)
+        fig.tight_layout()
+        _save(fig, path)
+        plt.close(fig)
+
+    return draw
