@@ -32,9 +32,11 @@ unless named. `bench_rows()` returns the rows for other tools (e.g. `lra bench`)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -140,26 +142,39 @@ def run_one(spec: dict, timeout: float) -> dict:
     return {**timed, **mem, "memory_method": mem["memory_method"] + "+malloc_mmap_threshold_1MiB"}
 
 
-def bench_rows(names: Sequence[str] | None = None, ns: Sequence[int] = DEFAULT_NS, *, batch: int = 8,
-               heads: int = 2, head_dim: int = 32, device: str = "cpu", precision: str = "fp32",
-               options: dict | None = None, min_time: float = 1.0, min_iters: int = 2, max_iters: int = 50,
-               timeout: float = 600.0, memory_limit_gb: float | None = None, threads: int | None = None,
-               progress=None) -> list[dict]:
-    """One row per (attention, N): the spec of the measurement plus its result."""
+@dataclass(frozen=True)
+class Setting:
+    """What every measurement of one table shares (the spec of a row, without its attention and N)."""
+
+    batch: int = 8
+    heads: int = 2
+    head_dim: int = 32
+    device: str = "cpu"
+    precision: str = "fp32"
+    options: dict = field(default_factory=dict)
+    min_time: float = 1.0
+    min_iters: int = 2
+    max_iters: int = 50
+    memory_limit_gb: float | None = None
+    threads: int | None = None
+
+
+def bench_rows(names: Sequence[str] | None = None, ns: Sequence[int] = DEFAULT_NS, *, timeout: float = 600.0,
+               progress=None, **setting) -> list[dict]:
+    """One row per (attention, N): the spec of the measurement plus its result. `setting` takes
+    the fields of Setting (batch=8, heads=2, head_dim=32, device="cpu", ...)."""
+    s = Setting(**setting)
     names = list(names or default_attentions())
     for n in names:
-        attentions.resolve(n, **(options or {}))  # unknown names / options fail before any work
-    if memory_limit_gb is None and device == "cpu":
+        attentions.resolve(n, **s.options)  # unknown names / options fail before any work
+    if s.memory_limit_gb is None and s.device == "cpu":
         total = memory_total_mb()
-        memory_limit_gb = round(0.8 * total / 1024, 1) if total else None
+        s = dataclasses.replace(s, memory_limit_gb=round(0.8 * total / 1024, 1) if total else None)
     rows = []
     for name in names:
         stop = None
         for n in sorted(ns):
-            spec = {"attention": name, "n": n, "batch": batch, "heads": heads, "head_dim": head_dim,
-                    "device": device, "precision": precision, "options": options or {}, "min_time": min_time,
-                    "min_iters": min_iters, "max_iters": max_iters, "memory_limit_gb": memory_limit_gb,
-                    "threads": threads}
+            spec = {"attention": name, "n": n, **dataclasses.asdict(s)}
             if stop:
                 result = {"status": "skipped", "error": stop}
             else:

@@ -6,6 +6,8 @@ traceback. ConfigError is also a ValueError, so `attentions.build("nope")` raise
 the public contract says.
 """
 
+import difflib
+
 
 class LRAError(Exception):
     """Base class of errors whose message is meant for the user."""
@@ -25,7 +27,5 @@ class MissingDataError(DataError, FileNotFoundError):
 
 def did_you_mean(word: str, choices) -> str:
     """' (did you mean 'x'?)' when a close match exists, else ''."""
-    import difflib
-
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import ClassVar, Iterable, Iterator, Optional
 
 import numpy as np
+from tqdm import tqdm
 
 from lra_base.errors import ConfigError, DataError, MissingDataError
 from lra_base.typed import make_options
@@ -186,8 +187,6 @@ class Task:
         width = self.num_inputs * self.max_len
         lengths, labels = [], []
         row = np.zeros((self.num_inputs, self.max_len), dtype=self.storage_dtype)
-        from tqdm import tqdm
-
         try:
             with open(tmp / "tokens.bin", "wb") as out:
                 # a progress bar on a terminal only (disable=None): preparing a full split takes minutes

@@ -25,7 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from tqdm import tqdm
+
 from lra_base.errors import ConfigError, DataError
+from tasks.hub import HUB_DIR
+from tasks.retrieval import FILES, HUB_FOLDER
 
 DOWNLOADS = "downloads"
 CHUNK = 1 << 20
@@ -105,8 +109,6 @@ def fetch(url: str, dest: Path, *, md5: Optional[str] = None, progress: bool = T
             total = int(length) if length and length.isdigit() else None
         bar = None
         if progress:
-            from tqdm import tqdm
-
             bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=label or dest.name)
         got = have
         try:
@@ -234,13 +236,10 @@ def download(task: str, data_dir: Path, *, source: Optional[str] = None, url: Op
 
 def _download_hub(repo: str, kind: str, data_dir: Path, *, force: bool, log) -> list[Path]:
     """Online only: a `save_to_disk` copy (datasets) or the AAN files (huggingface_hub)."""
-    from tasks.hub import HUB_DIR
-
     target = data_dir / HUB_DIR / repo
     if kind == "files":
+        # huggingface_hub comes with `datasets`, optional on a bare machine: deferred on purpose
         from huggingface_hub import hf_hub_download
-
-        from tasks.retrieval import FILES, HUB_FOLDER
 
         out = []
         for name in FILES.values():
@@ -251,7 +250,7 @@ def _download_hub(repo: str, kind: str, data_dir: Path, *, force: bool, log) -> 
     if target.exists() and not force:
         log(f"kept the existing {target} (pass --force to download it again)")
         return [target]
-    import datasets
+    import datasets  # optional on a bare machine (a hub download needs it): deferred on purpose
 
     log(f"{repo}: downloading with datasets.load_dataset")
     ds = datasets.load_dataset(repo)

@@ -62,7 +62,7 @@ def rows(copy: Path, split: str, columns: tuple[str, ...]) -> Iterator[tuple[int
         raise DataError(f"{copy}: no split {split!r} in this Hugging Face copy (found: "
                         f"{', '.join(available_splits(copy)) or 'nothing readable'}); expected a save_to_disk "
                         f"folder {copy / split} or parquet files named {split}-*.parquet")
-    import datasets
+    import datasets  # optional on a bare machine (only hub copies need it): deferred on purpose
 
     where = files[0].parent
     try:

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+from tqdm import tqdm
 
 from lra_base.atomic import atomic_write
 from lra_base.errors import ConfigError, DataError
@@ -45,8 +47,6 @@ OFFICIAL_SIZES = {"train": 96_000, "val": 2_000, "test": 2_000}
 
 def tokenizer():
     """The official ListOps tokenisation as a `tokenizers` pipeline."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-
     tok = Tokenizer(models.WordLevel(vocab=VOCAB, unk_token="<unk>"))
     tok.normalizer = normalizers.Sequence(
         [normalizers.Replace("]", "X"), normalizers.Replace("(", ""), normalizers.Replace(")", "")]
@@ -178,8 +178,6 @@ def generate_rows(total: int, *, seed: int = 0, min_length: int = 500, max_lengt
     rows, seen, index = [], set(), 0
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=total, desc="listops", unit="expr")
     ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
     with ctx.Pool(workers) if workers > 1 else _Serial() as pool:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from lra_base.errors import ConfigError, DataError, did_you_mean
 from tasks.base import RELEASE, Example, Recipe, Smoke, Task, locate
@@ -82,8 +83,6 @@ def split_indices(n: int, split: str, seed: int) -> np.ndarray:
 
 def read_image(path: str, resolution: int) -> tuple[np.ndarray | None, str]:
     """Pixels (resolution^2,) uint8, or None and why (missing / unreadable / wrong size)."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as im:
             im.load()

@@ -34,7 +34,7 @@ before the distractors are drawn (the original commits only the second one, so d
 other target could cut into a target's end, which makes negatives ambiguous); (2) the second
 target's first dash must not overlap the first's; (3) labels are exactly balanced within each
 batch (a shuffled half/half) rather than fair coin flips; (4) marker disks are centred on pixel
-centres. Settings per resolution come from the LRA TFDS builder's notes (lra-reference.md
+centres. Settings per resolution come from the LRA TFDS builder's notes (docs/lra-reference.md
 section 3): see `settings_for`.
 
 Determinism: batch b of a dataset is drawn from its own random stream seeded by (seed, size,
@@ -55,6 +55,8 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 
 import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
 
 from lra_base.atomic import atomic_write_text
 from lra_base.errors import ConfigError
@@ -156,8 +158,6 @@ def _dilate_disk(mask: np.ndarray, radius: float) -> np.ndarray:
 
 
 def _downsample(a: np.ndarray, size: int) -> np.ndarray:
-    from PIL import Image
-
     im = Image.fromarray(a.astype(np.float32), mode="F").resize((size, size), Image.Resampling.LANCZOS)
     return np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)
 
@@ -190,8 +190,6 @@ class Sprites:
         return hit
 
     def _render(self, angle: float):
-        from PIL import Image, ImageDraw
-
         s, a = self.s, self.s.antialias
         big = 2 * self.r * a + 1
         c = self.r * a
@@ -584,8 +582,6 @@ def batch_labels(n: int, rng: np.random.Generator) -> np.ndarray:
 def write_batch(job) -> int:
     """Draw batch `batch` (`count` images) into `root`; the metadata file is written last."""
     root, s, seed, batch, count = job
-    from PIL import Image
-
     root = Path(root)
     meta = root / "metadata" / f"{batch}.npy"
     if meta.exists():
@@ -638,8 +634,6 @@ def generate(root: Path, s: Settings, *, images: int, seed: int = 0, per_batch: 
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=images, desc=f"pathfinder{s.size}", unit="img")
     if workers == 1:
         for job in jobs:
@@ -661,8 +655,6 @@ def generate(root: Path, s: Settings, *, images: int, seed: int = 0, per_batch: 
 def example_grid(size: int, out: Path, *, per_label: int = 4, seed: int = 0, scale: int | None = None,
                  difficulty: str = "curv_contour_length_14") -> Path:
     """A PNG with `per_label` positives (top row) and negatives (bottom row), upscaled for viewing."""
-    from PIL import Image
-
     s = settings_for(size, difficulty)
     rng = np.random.default_rng([seed, size, 99])
     scale = scale or max(1, 128 // size * 2)

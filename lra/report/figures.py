@@ -12,12 +12,12 @@ from lra_base.atomic import atomic_write
 
 
 def _plt():
-    # matplotlib is needed by the figures only: deferred on purpose, so a machine without it still
-    # gets the markdown (`lra report --no-figures`) and every other command.
-    import matplotlib
+    # A machine without matplotlib still gets the markdown (`lra report --no-figures`) and every
+    # other command: the figures need it, nothing else does.
+    import matplotlib  # optional: deferred on purpose
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred on purpose, as above
 
     return plt
 
