@@ -35,6 +35,7 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,55 +161,103 @@ class Setting:
 
 
 def bench_rows(names: Sequence[str] | None = None, ns: Sequence[int] = DEFAULT_NS, *, timeout: float = 600.0,
-               progress=None, **setting) -> list[dict]:
-    """One row per (attention, N): the spec of the measurement plus its result. `setting` takes
-    the fields of Setting (batch=8, heads=2, head_dim=32, device="cpu", ...)."""
+               progress=None, variants: Sequence[dict] | None = None, rounds: int = 1, **setting) -> list[dict]:
+    """One row per (attention, variant, N, round): the spec of the measurement plus its result.
+    `setting` takes the fields of Setting (batch=8, heads=2, head_dim=32, device="cpu", ...);
+    `variants` are option sets measured for every attention (the layer's own defaults if None).
+    The attentions and variants of one N are measured one after the other, and with rounds > 1
+    the whole sweep runs again, so a busy machine slows every compared cell alike."""
     s = Setting(**setting)
     names = list(names or default_attentions())
+    variants = list(variants or [{}])
     for n in names:
-        attentions.resolve(n, **s.options)  # unknown names / options fail before any work
+        for v in variants:
+            attentions.resolve(n, **{**s.options, **v})  # unknown names / options fail before any work
     if s.memory_limit_gb is None and s.device == "cpu":
         total = memory_total_mb()
         s = dataclasses.replace(s, memory_limit_gb=round(0.8 * total / 1024, 1) if total else None)
-    rows = []
-    for name in names:
-        stop = None
+    rows, stopped = [], {}
+    for round_ in range(rounds):
         for n in sorted(ns):
-            spec = {"attention": name, "n": n, **dataclasses.asdict(s)}
-            if stop:
-                result = {"status": "skipped", "error": stop}
-            else:
-                result = run_one(spec, timeout)
-                if result["status"] in ("oom", "timeout"):
-                    stop = f"{result['status']} at N={n}"
-            row = {**spec, **result}
-            rows.append(row)
-            if progress:
-                progress(row)
+            for name in names:
+                for v in variants:
+                    label = name + (f" [{','.join(f'{k}={x}' for k, x in v.items())}]" if v else "")
+                    spec = {"attention": name, "n": n, **dataclasses.asdict(s), "options": {**s.options, **v}}
+                    if label in stopped:
+                        result = {"status": "skipped", "error": stopped[label]}
+                    else:
+                        result = run_one(spec, timeout)
+                        if result["status"] in ("oom", "timeout"):
+                            stopped[label] = f"{result['status']} at N={n}"
+                    row = {**spec, **result, "label": label, "round": round_}
+                    rows.append(row)
+                    if progress:
+                        progress(row)
     return rows
 
 
-def growth(rows: list[dict], name: str, key: str, lo: int, hi: int) -> float | None:
-    cells = {r["n"]: r.get(key) for r in rows if r["attention"] == name and r["status"] == "ok"}
+def combine_rounds(rows: list[dict]) -> list[dict]:
+    """One row per (label, N): the median of the rounds' median step times, the best step of all,
+    the largest peak; a cell is ok only if every round was."""
+    out: dict = {}
+    for r in rows:
+        out.setdefault((r.get("label", r["attention"]), r["n"]), []).append(r)
+    combined = []
+    for cell in out.values():
+        ok = [r for r in cell if r["status"] == "ok"]
+        if len(ok) < len(cell):
+            combined.append(next(r for r in cell if r["status"] != "ok"))
+            continue
+        first = dict(ok[0])
+        first.update(ms=statistics.median(r["ms"] for r in ok), ms_min=min(r["ms_min"] for r in ok),
+                     peak_mb=max((r["peak_mb"] for r in ok if r.get("peak_mb") is not None), default=None),
+                     rounds=len(ok))
+        combined.append(first)
+    return combined
+
+
+def ratio_table(rows: list[dict], baseline: str | None, stat: str = "median") -> str:
+    """Step time of every measured layer over the baseline's (`--ratio-to`), and of every variant
+    over its attention's first variant (e.g. fused / plain), per N."""
+    key = "ms_min" if stat == "min" else "ms"
+    combined = combine_rounds(rows)
+    time = {(r.get("label", r["attention"]), r["n"]): r[key] for r in combined if r["status"] == "ok"}
+    labels = list(dict.fromkeys(r.get("label", r["attention"]) for r in rows))
+    first_variant = {}
+    for r in rows:
+        first_variant.setdefault(r["attention"], r.get("label", r["attention"]))
+    pairs = [(label, baseline) for label in labels if baseline in labels and label != baseline]
+    pairs += [(label, first_variant[r["attention"]]) for label in labels for r in rows
+              if r.get("label", r["attention"]) == label and label != first_variant[r["attention"]]]
+    ns = sorted({r["n"] for r in rows})
+    table = [[f"{a} / {b}"] + [f"{time[(a, n)] / time[(b, n)]:.2f}x" if (a, n) in time and (b, n) in time else "-"
+                               for n in ns] for a, b in dict.fromkeys(pairs)]
+    return tabulate(table, headers=["time ratio"] + [f"N={n}" for n in ns], disable_numparse=True) if table else ""
+
+
+def growth(rows: list[dict], key: str, lo: int, hi: int) -> float | None:
+    cells = {r["n"]: r.get(key) for r in rows if r["status"] == "ok"}
     a, b = cells.get(lo), cells.get(hi)
     return b / a if a and b else None
 
 
 def format_table(rows: list[dict], stat: str = "median") -> str:
-    """One line per attention: 'ms / MiB' per N (ms: the median step, or the best with
-    stat="min"), and the growth of both over the last 4x of N."""
+    """One line per attention (and variant): 'ms / MiB' per N (ms: the median step, or the best
+    with stat="min"), and the growth of both over the last 4x of N."""
+    rows = combine_rounds(rows)
     ns = sorted({r["n"] for r in rows})
-    names = list(dict.fromkeys(r["attention"] for r in rows))
+    labels = list(dict.fromkeys(r.get("label", r["attention"]) for r in rows))
     hi = ns[-1]
     lo = hi // 4 if hi // 4 in ns else ns[0]
     headers = ["attention", "complexity"] + [f"N={n}: ms / MiB" for n in ns]
     if lo != hi:
         headers += [f"time x ({lo}->{hi})", f"mem x ({lo}->{hi})"]
     table = []
-    for name in names:
-        line = [name, attentions.get(name).complexity]
+    for label in labels:
+        mine = [r for r in rows if r.get("label", r["attention"]) == label]
+        line = [label, attentions.get(mine[0]["attention"]).complexity]
         for n in ns:
-            r = next((r for r in rows if r["attention"] == name and r["n"] == n), None)
+            r = next((r for r in mine if r["n"] == n), None)
             if r is None:
                 line.append("-")
             elif r["status"] != "ok":
@@ -219,7 +268,7 @@ def format_table(rows: list[dict], stat: str = "median") -> str:
                 line.append(f"{ms:.1f} / {mb:.0f}" if mb is not None else f"{ms:.1f} / -")
         if lo != hi:
             for key in ("ms_min" if stat == "min" else "ms", "peak_mb"):
-                g = growth(rows, name, key, lo, hi)
+                g = growth(mine, key, lo, hi)
                 line.append(f"{g:.1f}" if g is not None else "-")
         table.append(line)
     return tabulate(table, headers=headers, disable_numparse=True)
@@ -260,10 +309,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per measurement (default 600)")
     p.add_argument("--memory-limit-gb", type=float, default=None,
                    help="CPU: memory each worker may add once its libraries are loaded (default 80%% of RAM)")
+    p.add_argument("--variants", nargs="+", default=None, metavar="K=V[,K=V]",
+                   help="option sets to measure every attention with, e.g. impl=fast impl=fused "
+                        "(- for the defaults); the table then shows each variant over the first")
+    p.add_argument("--ratio-to", default=None, metavar="NAME",
+                   help="print every layer's step time over this one's (e.g. --ratio-to linear)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measure the whole sweep this many times, alternating the layers (default 1)")
     p.add_argument("--stat", choices=["median", "min"], default="median",
                    help="step time shown in the table: median (default) or min (steadier on a busy machine)")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
                    help="also write the rows as JSON to PATH (or stdout with no PATH)")
+
+
+def parse_variants(texts: Sequence[str] | None) -> list[dict] | None:
+    """['impl=fast', 'impl=fused,eps=1e-5', '-'] -> [{'impl': 'fast'}, {...}, {}]."""
+    if not texts:
+        return None
+    return [{} if t in ("-", "default") else dict(key_value(kv) for kv in t.split(",")) for t in texts]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -277,14 +340,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def progress(row):
         cell = f"{row['ms']:.1f} ms, {row['peak_mb']:.0f} MiB" if row["status"] == "ok" else row.get("error", "")
-        print(f"  {row['attention']:<12} N={row['n']:<6} {row['status']:<8} {cell}", file=sys.stderr, flush=True)
+        print(f"  {row['label']:<12} N={row['n']:<6} {row['status']:<8} {cell}", file=sys.stderr, flush=True)
 
     try:
         rows = bench_rows(args.attention, args.n, batch=args.batch, heads=args.heads, head_dim=args.head_dim,
                           device=args.device, precision=args.precision, options=dict(args.option),
                           min_time=args.min_time, min_iters=args.min_iters, max_iters=args.max_iters,
                           timeout=args.timeout, memory_limit_gb=args.memory_limit_gb, threads=args.threads,
-                          progress=progress)
+                          progress=progress, variants=parse_variants(args.variants), rounds=args.rounds)
     except LRAError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -301,6 +364,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(head)
         print(format_table(rows, args.stat))
+        ratios = ratio_table(rows, args.ratio_to, args.stat)
+        if ratios:
+            print("\n" + ratios)
         if args.json:
             Path(args.json).write_text(json.dumps({"env": env, "rows": rows}, indent=1) + "\n")
     return 0

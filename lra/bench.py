@@ -65,6 +65,7 @@ from lra import scaling
 from lra.args import key_value
 from lra.core.config import DEFAULT_RESULTS_DIR
 from lra.core.identity import config_dict, measurement_key
+from lra.core.env import load_average
 from lra.core.names import expand_attentions, expand_tasks
 from lra.core.records import read_records
 from lra.measurements import CPU_TOKENS, BenchCell, base_config, choose_batch, fmt, make_plan, measure_cell
@@ -104,6 +105,9 @@ def add_parser(sub) -> None:
     r.add_argument("--cpu-memory-limit-mb", type=int, default=None,
                    help="memory each CPU measuring process may add (default half the machine's; 0 = no limit)")
     r.add_argument("--timeout", type=float, default=3600.0, help="seconds per measuring process (default 3600)")
+    r.add_argument("--ratio-to", default=None, metavar="NAME",
+                   help="after the table, every attention's training throughput and memory over this one's, "
+                        "per task (e.g. --ratio-to softmax)")
     r.add_argument("--skip-existing", action="store_true",
                    help="skip cells that already have an ok record of the same configuration on this machine")
     r.add_argument("--in-process", action="store_true",
@@ -162,6 +166,9 @@ def cmd_bench(args) -> int:
         if record.get("error"):
             print(f"[bench]   {record['error'].strip().splitlines()[-1][:300]}", flush=True)
     print_table(rows)
+    if args.ratio_to:
+        print_ratios(rows, args.ratio_to)
+    print(f"[bench] load average {load_average()} at the end (the measurements record theirs)")
     return 1 if failures else 0
 
 
@@ -170,6 +177,23 @@ def table_row(r: dict, outcome: str) -> list:
     return [r["task"], r["attention"], b.get("batch_size"), b.get("seq_len"), outcome,
             fmt(m.get("train_throughput"), ".1f"), fmt(m.get("eval_throughput"), ".1f"),
             fmt(m.get("peak_memory_mb"), ".0f"), fmt(m.get("eval_peak_memory_mb"), ".0f"), r.get("num_params", "-")]
+
+
+def print_ratios(rows: list, baseline: str) -> None:
+    """Training throughput and training memory of each attention over the baseline's, per task."""
+    by_cell = {(r[0], r[1]): r for r in rows}
+    lines = []
+    for task, attention, *_ in rows:
+        base = by_cell.get((task, baseline))
+        mine = by_cell[(task, attention)]
+        if attention == baseline or base is None:
+            continue
+        ratio = [f"{float(a) / float(b):.2f}x" if a != "-" and b != "-" and float(b) else "-"
+                 for a, b in ((mine[5], base[5]), (mine[7], base[7]))]
+        lines.append([task, f"{attention} / {baseline}", *ratio])
+    if lines:
+        print()
+        print(tabulate(lines, headers=["task", "ratio", "train samples/s", "train MiB"], disable_numparse=True))
 
 
 def print_table(rows: list) -> None:

@@ -41,7 +41,7 @@ from lra.core.isolation import is_oom
 from lra.core.measure import PeakMemory, Stopwatch
 from lra.core.model import Classifier, build_model, count_parameters
 from lra.core.records import METRIC_KEYS, new_run_id, now, print_summary, write_record
-from lra.core.step import Precision, Runtime, TrainStep, use_deterministic_kernels
+from lra.core.step import Precision, Runtime, TrainStep, step_model, use_deterministic_kernels
 from lra_base.errors import ConfigError, LRAError
 
 
@@ -114,8 +114,7 @@ def prepare(cfg: RunConfig, checkpoint_every: int | None) -> Run:
     run_model = model
     if dist.enabled:
         run_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.train.compile:
-        run_model = torch.compile(run_model)
+    run_model = step_model(run_model, cfg.train, device)
     step = TrainStep(model, cfg.train, rt.precision, run_model)
     run_id = new_run_id(cfg.task, cfg.attention, cfg.preset, cfg.seed)
     return Run(cfg, rt, data, model, step, run_id, ckpt.directory(cfg), checkpoint_every)

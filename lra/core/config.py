@@ -58,7 +58,14 @@ class TrainConfig:
     eval_samples: Optional[int] = None
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 / fp16 on CUDA, fp32 on CPU
     timing_warmup: int = 5  # training steps left out of the throughput figure
-    compile: bool = False  # torch.compile the model (applies to every attention alike)
+    # torch.compile the model's forward and backward (every attention alike; recorded with the run).
+    # compile_mode is torch's: "reduce-overhead" replays the compiled step as CUDA graphs, which is
+    # what a tiny model on a GPU needs (a step is hundreds of small kernel launches); "auto" takes
+    # it on CUDA and "default" on CPU. `lra bench --set train.compile=true --set
+    # train.compile_mode=...` measures each against eager on a device, so the mode is chosen by
+    # measurement there.
+    compile: bool = False
+    compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "auto"
     # Ask torch for deterministic kernels (slower on CUDA; see docs/reliability.md). CPU runs are
     # deterministic without it.
     deterministic: bool = False

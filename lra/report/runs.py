@@ -151,6 +151,14 @@ def model_text(m: dict) -> str:
         ", grad checkpoint" if m.get("grad_checkpoint") else "")
 
 
+def compiled(t: dict) -> str:
+    """', compiled' (and the mode, when it is not the default) for a run whose step was compiled."""
+    if not t.get("compile"):
+        return ""
+    mode = t.get("compile_mode", "auto")
+    return ", compiled" + ("" if mode == "auto" else f" ({mode})")
+
+
 def describe_bench(run: Run) -> str:
     b, t = run.rec.get("bench", {}), run.cfg.get("train", {})
     phases = b.get("phases", {})
@@ -160,7 +168,7 @@ def describe_bench(run: Run) -> str:
     reason = b.get("batch_reason") or ""
     text = (f"batch {b.get('batch_size')} (paper {b.get('paper_batch_size')}; {reason}), length {b.get('seq_len')}, "
             f"model {model_text(run.cfg.get('model', {}))}, precision {t.get('precision')}"
-            f"{', compiled' if t.get('compile') else ''}; {steps}")
+            f"{compiled(t)}; {steps}")
     if run.rec.get("num_params"):
         text += f"; {run.rec['num_params']:,} params"
     if run.metric("peak_memory_method"):
