@@ -457,3 +457,31 @@ def _resource_usage(cubin: bytes) -> dict:
         out = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
     fields = dict(w.split(":", 1) for line in out.splitlines() if "REG:" in line for w in line.split() if ":" in w)
     return {"registers": int(fields["REG"]), "stack_bytes": int(fields["STACK"])} if "REG" in fields else {}
+
+
+# --- choosing the path (the layers' `impl` option) ------------------------------------------------------
+
+
+def auto_fused(device: torch.device | str, dtype: torch.dtype) -> bool:
+    """What impl="auto" picks: the kernels for CUDA tensors when triton is installed, except float64
+    (the exactness tests' dtype, which the float32 kernels would round)."""
+    return torch.device(device).type == "cuda" and dtype != torch.float64 and triton_installed()
+
+
+def use_fused(impl: str, x: torch.Tensor) -> bool:
+    """Whether a layer with option `impl` runs the kernels on inputs like x; impl="fused" raises a
+    RuntimeError saying why where they cannot run."""
+    if impl == "fused":
+        reason = why_not_fused(x.device)
+        if reason:
+            raise RuntimeError(f"impl=fused cannot run: {reason}; impl=auto or fast runs the torch path")
+        return True
+    return impl == "auto" and auto_fused(x.device, x.dtype)
+
+
+def kernel_info(impl: str, layer: torch.nn.Module) -> dict:
+    """The layer's kernel path for its `info()`, decided from its parameters' device and dtype:
+    {"kernel": "triton"} or {"kernel": "torch"}."""
+    p = next(layer.parameters())
+    fused = impl == "fused" or (impl == "auto" and auto_fused(p.device, p.dtype))
+    return {"kernel": "triton" if fused else "torch"}
