@@ -35,11 +35,6 @@ import triton.language as tl
 
 
 @triton.jit
-def _dot(a, b, PRECISION: tl.constexpr):
-    return tl.dot(a, b, input_precision=PRECISION)
-
-
-@triton.jit
 def _load_rows(ptr, offs_n, row_ok, offs_c, col_ok, stride_n):
     """A (BLOCK_N, BLOCK_C) tile of a (N, C) matrix with unit column stride, as float32, zero outside."""
     x = tl.load(ptr + offs_n[:, None] * stride_n + offs_c[None, :], mask=row_ok[:, None] & col_ok[None, :], other=0.0)
@@ -169,11 +164,11 @@ def _outputs(fa, fb, m1, m2, za, zb, swap, eps,
              HALVES: tl.constexpr, STREAMS: tl.constexpr, CLAMP: tl.constexpr, PRECISION: tl.constexpr):
     """Per query row: num (BLOCK_N, BLOCK_V), the denominators of both streams (den0, den1, before
     eps), and the effective denominator of each output channel (den_eff, after eps / clamp)."""
-    num = _dot(fa, m1, PRECISION)
+    num = tl.dot(fa, m1, input_precision=PRECISION)
     den0 = tl.sum(fa * za[None, :], axis=1)
     den1 = den0
     if HALVES == 2:
-        num += _dot(fb, m2, PRECISION)
+        num += tl.dot(fb, m2, input_precision=PRECISION)
         den0 += tl.sum(fb * zb[None, :], axis=1)
     if STREAMS == 2:
         den1 = tl.sum(fb * za[None, :], axis=1) + tl.sum(fa * zb[None, :], axis=1)
@@ -240,11 +235,11 @@ def _state_kernel(
         v = tl.where(real[:, None], _load_rows(v_base, offs_n, row_ok, offs_v, v_ok, s_vn), 0.0)
         fa, fb = _features(x, p, sin_t, cos_t, col_ok, KIND)
         fa = fa * m[:, None]
-        sa += _dot(tl.trans(fa), v, PRECISION)
+        sa += tl.dot(tl.trans(fa), v, input_precision=PRECISION)
         za += tl.sum(fa, axis=0)
         if HALVES == 2:
             fb = fb * m[:, None]
-            sb += _dot(tl.trans(fb), v, PRECISION)
+            sb += tl.dot(tl.trans(fb), v, input_precision=PRECISION)
             zb += tl.sum(fb, axis=0)
         count += m
     STATE: tl.constexpr = HALVES * (BLOCK_D * BLOCK_V + BLOCK_D) + 1
@@ -327,10 +322,10 @@ def _dstate_kernel(
         do = _load_rows(do_base, offs_n, row_ok, offs_v, v_ok, s_dn)
         num, den0, den1, den_eff = _outputs(fa, fb, m1, m2, za, zb, swap, eps, HALVES, STREAMS, CLAMP, PRECISION)
         g, h0, h1 = _backprop_out(num, den0, den1, den_eff, do, swap, eps, STREAMS, CLAMP)
-        dm1 += _dot(tl.trans(fa), g, PRECISION)
+        dm1 += tl.dot(tl.trans(fa), g, input_precision=PRECISION)
         dza += tl.sum(h0[:, None] * fa, axis=0)
         if HALVES == 2:
-            dm2 += _dot(tl.trans(fb), g, PRECISION)
+            dm2 += tl.dot(tl.trans(fb), g, input_precision=PRECISION)
             dzb += tl.sum(h0[:, None] * fb, axis=0)
         if STREAMS == 2:  # stream 1's denominator reads the query halves swapped
             dza += tl.sum(h1[:, None] * fb, axis=0)
@@ -377,10 +372,10 @@ def _grad_kernel(
     do = _load_rows(DO + b * s_db + h * s_dh, offs_n, row_ok, offs_v, v_ok, s_dn)
     num, den0, den1, den_eff = _outputs(fa, fb, m1, m2, za, zb, swap, eps, HALVES, STREAMS, CLAMP, PRECISION)
     g, h0, h1 = _backprop_out(num, den0, den1, den_eff, do, swap, eps, STREAMS, CLAMP)
-    dfa = _dot(g, tl.trans(m1), PRECISION) + h0[:, None] * za[None, :]
+    dfa = tl.dot(g, tl.trans(m1), input_precision=PRECISION) + h0[:, None] * za[None, :]
     dfb = dfa
     if HALVES == 2:
-        dfb = _dot(g, tl.trans(m2), PRECISION) + h0[:, None] * zb[None, :]
+        dfb = tl.dot(g, tl.trans(m2), input_precision=PRECISION) + h0[:, None] * zb[None, :]
     if STREAMS == 2:
         dfa += h1[:, None] * zb[None, :]
         dfb += h1[:, None] * za[None, :]
@@ -394,12 +389,12 @@ def _grad_kernel(
     xk = tl.where(real[:, None], _load_rows(K + b * s_kb + h * s_kh, offs_n, row_ok, offs_d, col_ok, s_kn), 0.0)
     v = tl.where(real[:, None], _load_rows(V + b * s_vb + h * s_vh, offs_n, row_ok, offs_v, v_ok, s_vn), 0.0)
     ka, kb = _features(xk, p, sin_t, cos_t, col_ok, KIND)
-    dka = (_dot(v, tl.trans(dsa), PRECISION) + dza[None, :]) * w[:, None]
+    dka = (tl.dot(v, tl.trans(dsa), input_precision=PRECISION) + dza[None, :]) * w[:, None]
     dkb = dka
-    dv = _dot(ka, dsa, PRECISION)
+    dv = tl.dot(ka, dsa, input_precision=PRECISION)
     if HALVES == 2:
-        dkb = (_dot(v, tl.trans(dsb), PRECISION) + dzb[None, :]) * w[:, None]
-        dv += _dot(kb, dsb, PRECISION)
+        dkb = (tl.dot(v, tl.trans(dsb), input_precision=PRECISION) + dzb[None, :]) * w[:, None]
+        dv += tl.dot(kb, dsb, input_precision=PRECISION)
     _store_rows(DVAL + b * s_gvb + h * s_gvh, dv * w[:, None], offs_n, row_ok, offs_v, v_ok, s_gvn)
     dxk, dpk = _features_bwd(xk, dka, dkb, p, sin_t, cos_t, KIND, HALVES)
     _store_rows(DK + b * s_gkb + h * s_gkh, dxk, offs_n, row_ok, offs_d, col_ok, s_gkn)

@@ -43,6 +43,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import inspect
 import math
 import os
 from dataclasses import dataclass
@@ -104,7 +105,7 @@ def _kernels():
     module = importlib.import_module("attentions._fused_linear_kernels")
     from triton.runtime.interpreter import InterpretedFunction
 
-    imported_interpreted = isinstance(module._dot, InterpretedFunction)
+    imported_interpreted = isinstance(module._state_kernel, InterpretedFunction)
     if imported_interpreted != interpreting():
         raise RuntimeError(
             f"triton was imported with TRITON_INTERPRET={'1' if imported_interpreted else '0'} but it is now "
@@ -416,6 +417,7 @@ def compile_for_gpu(arch: int = 90, head_dims=(16, 32, 64), dtypes=(torch.float3
     if interpreting():
         raise RuntimeError("compile_for_gpu needs TRITON_INTERPRET unset (the interpreter replaces the compiler)")
     kern = _kernels()
+    ast_args = inspect.signature(ASTSource).parameters
     done, report = set(), []
     for name, args, consts in kernel_variants(head_dims, dtypes):
         fn = getattr(kern, name)
@@ -432,8 +434,9 @@ def compile_for_gpu(arch: int = 90, head_dims=(16, 32, 64), dtypes=(torch.float3
         if key in done:
             continue
         done.add(key)
-        compiled = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts),
-                                  target=GPUTarget("cuda", arch, 32),
+        src = (ASTSource(fn=fn, signature=sig, constexprs=consts) if "constexprs" in ast_args
+               else ASTSource(fn=fn, signature=sig, constants=consts))  # triton 3.2's name
+        compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32),
                                   options={"num_warps": num_warps, "num_stages": num_stages})
         report.append({"kernel": name, **consts, "num_warps": num_warps, "num_stages": num_stages,
                        "dtype": next(t for t in sig.values() if t.startswith("*"))[1:],
