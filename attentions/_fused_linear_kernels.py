@@ -1,7 +1,9 @@
 """Triton kernels of the fused linear-form attentions (attentions/fused_linear.py holds the math, the
-launch plan and the autograd wrappers). Imported only by fused_linear.py, and only when a fused op
-runs: triton is an optional dependency, and the leading underscore keeps the package's auto-import
-away from this module.
+launch plan and the autograd wrappers). The functions below are written in Triton's language but
+are plain Python functions until `jit_kernels()` (called by fused_linear on the first fused op)
+imports triton and turns each into a Triton function: triton is an optional dependency, heavy to
+import (seconds), and decides at its import whether kernels are compiled or run in its CPU
+interpreter (TRITON_INTERPRET=1), so importing the attentions package never imports it.
 
 One family of kernels serves every feature map. Per (batch, head) the features come in one or two
 halves A, B (each BLOCK_D wide, zero beyond the real width D) and the state is
@@ -25,35 +27,33 @@ Rules kept for the compiler on Hopper: every tl.dot operand is at least 16 x 16 
 power of two (BLOCK_N, BLOCK_D, BLOCK_V >= 16, real widths masked); batch offsets are int64.
 """
 
-from __future__ import annotations
+from __future__ import annotations  # keeps the `tl.constexpr` annotations unevaluated until jit_kernels()
 
-import triton
-import triton.language as tl
+import inspect
+
+tl = None  # triton.language, bound by jit_kernels()
+INTERPRETED: bool | None = None  # whether jit_kernels() made interpreted (True) or compiled kernels
 
 
 # --- small pieces --------------------------------------------------------------------------------
 
 
-@triton.jit
 def _load_rows(ptr, offs_n, row_ok, offs_c, col_ok, stride_n):
     """A (BLOCK_N, BLOCK_C) tile of a (N, C) matrix with unit column stride, as float32, zero outside."""
     x = tl.load(ptr + offs_n[:, None] * stride_n + offs_c[None, :], mask=row_ok[:, None] & col_ok[None, :], other=0.0)
     return x.to(tl.float32)
 
 
-@triton.jit
 def _store_rows(ptr, x, offs_n, row_ok, offs_c, col_ok, stride_n):
     tl.store(ptr + offs_n[:, None] * stride_n + offs_c[None, :], x.to(ptr.dtype.element_ty),
              mask=row_ok[:, None] & col_ok[None, :])
 
 
-@triton.jit
 def _mat_ptrs(base, j, offs_d, offs_v, BLOCK_D: tl.constexpr, BLOCK_V: tl.constexpr):
     """Pointers of state matrix j (row-major BLOCK_D x BLOCK_V) in a flat per-(batch, head) state."""
     return base + j * BLOCK_D * BLOCK_V + offs_d[:, None] * BLOCK_V + offs_v[None, :]
 
 
-@triton.jit
 def _features(x, p, sin_t, cos_t, col_ok, KIND: tl.constexpr):
     """(A, B) feature halves of a (BLOCK_N, BLOCK_D) tile; for one-half maps B is A (unused)."""
     if KIND == 0:  # elu(x) + 1; zero on the padded channels, where elu(0) + 1 would be 1
@@ -71,7 +71,6 @@ def _features(x, p, sin_t, cos_t, col_ok, KIND: tl.constexpr):
     return fa, fb
 
 
-@triton.jit
 def _features_bwd(x, da, db, p, sin_t, cos_t, KIND: tl.constexpr, HALVES: tl.constexpr):
     """Gradient w.r.t. x of sum(da * A + db * B), and the per-element part of the gradient
     w.r.t. the power p (zero for maps without one)."""
@@ -95,7 +94,6 @@ def _features_bwd(x, da, db, p, sin_t, cos_t, KIND: tl.constexpr, HALVES: tl.con
     return dx, dp
 
 
-@triton.jit
 def _feature_inputs(P, TH, h, b, s_p, s_thb, offs_n, row_ok, offs_d, col_ok, KIND: tl.constexpr):
     """What the feature map reads besides x: the power row of head h, or the angles of the rows."""
     if KIND == 1:
@@ -111,7 +109,6 @@ def _feature_inputs(P, TH, h, b, s_p, s_thb, offs_n, row_ok, offs_d, col_ok, KIN
     return p, sin_t, cos_t
 
 
-@triton.jit
 def _scale(st, CNT: tl.constexpr, MEAN: tl.constexpr):
     if MEAN:
         c = 1.0 / tl.maximum(tl.load(st + CNT), 1.0)
@@ -120,7 +117,6 @@ def _scale(st, CNT: tl.constexpr, MEAN: tl.constexpr):
     return c
 
 
-@triton.jit
 def _load_state(st, offs_d, offs_v, c, HALVES: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_V: tl.constexpr):
     """(S_A, S_B, z_A, z_B) of one (batch, head), times c; for one-half maps the B slots repeat A."""
     sa = tl.load(_mat_ptrs(st, 0, offs_d, offs_v, BLOCK_D, BLOCK_V)) * c
@@ -133,7 +129,6 @@ def _load_state(st, offs_d, offs_v, c, HALVES: tl.constexpr, BLOCK_D: tl.constex
     return sa, sb, za, zb
 
 
-@triton.jit
 def _store_state(st, sa, sb, za, zb, offs_d, offs_v, HALVES: tl.constexpr, BLOCK_D: tl.constexpr,
                  BLOCK_V: tl.constexpr):
     tl.store(_mat_ptrs(st, 0, offs_d, offs_v, BLOCK_D, BLOCK_V), sa)
@@ -143,7 +138,6 @@ def _store_state(st, sa, sb, za, zb, offs_d, offs_v, HALVES: tl.constexpr, BLOCK
         tl.store(st + HALVES * BLOCK_D * BLOCK_V + BLOCK_D + offs_d, zb)
 
 
-@triton.jit
 def _stream1(offs_v, SPLIT, STREAMS: tl.constexpr):
     """Which output channels belong to stream 1 (none with one stream)."""
     if STREAMS == 2:
@@ -153,13 +147,11 @@ def _stream1(offs_v, SPLIT, STREAMS: tl.constexpr):
     return swap
 
 
-@triton.jit
 def _stream_mats(sa, sb, swap):
     """(M1, M2): the state with its columns of stream 1 (swap) exchanged between the halves."""
     return tl.where(swap[None, :], sb, sa), tl.where(swap[None, :], sa, sb)
 
 
-@triton.jit
 def _outputs(fa, fb, m1, m2, za, zb, swap, eps,
              HALVES: tl.constexpr, STREAMS: tl.constexpr, CLAMP: tl.constexpr, PRECISION: tl.constexpr):
     """Per query row: num (BLOCK_N, BLOCK_V), the denominators of both streams (den0, den1, before
@@ -180,7 +172,6 @@ def _outputs(fa, fb, m1, m2, za, zb, swap, eps,
     return num, den0, den1, den_eff
 
 
-@triton.jit
 def _backprop_out(num, den0, den1, den_eff, do, swap, eps, STREAMS: tl.constexpr, CLAMP: tl.constexpr):
     """For out = num / den_eff and the incoming do: dnum (BLOCK_N, BLOCK_V) and d den of each stream."""
     g = do / den_eff
@@ -197,7 +188,6 @@ def _backprop_out(num, den0, den1, den_eff, do, swap, eps, STREAMS: tl.constexpr
 # --- forward ---------------------------------------------------------------------------------------
 
 
-@triton.jit
 def _state_kernel(
     K, V, M, P, TH, ST,
     N, H, blocks_per_split, D, DV,
@@ -248,7 +238,6 @@ def _state_kernel(
     tl.store(st + STATE - 1, tl.sum(count, axis=0))
 
 
-@triton.jit
 def _output_kernel(
     Q, P, TH, ST, O,
     N, H, eps, D, DV, SPLIT,
@@ -282,7 +271,6 @@ def _output_kernel(
 # --- backward --------------------------------------------------------------------------------------
 
 
-@triton.jit
 def _dstate_kernel(
     Q, DO, P, TH, ST, DST,
     N, H, eps, blocks_per_split, D, DV, SPLIT,
@@ -336,7 +324,6 @@ def _dstate_kernel(
     tl.store(dst + STATE - 1, 0.0)
 
 
-@triton.jit
 def _grad_kernel(
     Q, K, V, M, DO, P, TH, ST, DST, DQ, DK, DVAL, DP,
     N, H, eps, D, DV, SPLIT,
@@ -400,3 +387,26 @@ def _grad_kernel(
     _store_rows(DK + b * s_gkb + h * s_gkh, dxk, offs_n, row_ok, offs_d, col_ok, s_gkn)
     if KIND == 1:
         tl.store(DP + (blk * tl.num_programs(1) + bh) * BLOCK_D + offs_d, tl.sum(dpq + dpk, axis=0))
+
+
+def jit_kernels() -> None:
+    """Import triton and turn every function above into a Triton function, once per process.
+    Each kernel calls the others by their global names, so they are rebound here all together."""
+    global tl, INTERPRETED
+    if tl is not None:
+        return
+    import triton  # deferred on purpose: optional dependency, seconds to import, fixes interpreted vs compiled
+    import triton.language as language  # deferred on purpose: as above
+    from triton.runtime.interpreter import InterpretedFunction  # deferred on purpose: as above
+
+    namespace = globals()
+    ours = [name for name, fn in namespace.items()
+            if inspect.isfunction(fn) and fn.__module__ == __name__ and name != "jit_kernels"]
+    tl = language
+    for name in ours:
+        namespace[name] = triton.jit(namespace[name])
+    INTERPRETED = isinstance(namespace["_state_kernel"], InterpretedFunction)
+    library = getattr(language.standard, "cdiv", None)  # one of triton's own, made at its import
+    if library is not None and isinstance(library, InterpretedFunction) != INTERPRETED:
+        raise RuntimeError("triton was imported before with another TRITON_INTERPRET: its own functions "
+                           "and these kernels would run in different modes; set it before triton's first import")

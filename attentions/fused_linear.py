@@ -32,9 +32,9 @@ dk, dv (the same tokens as keys) and the block's share of the power's gradient (
 Triton is an OPTIONAL dependency, imported here only when a fused op runs (on purpose: the
 attentions package imports every module, and must work where triton is not installed). On the CPU
 the kernels run only under Triton's interpreter, for tests: TRITON_INTERPRET=1 must be set before
-triton is first imported in the process (Triton builds its own library functions, and ours, as
-interpreted or compiled at import), and one process runs either interpreted or compiled kernels,
-never both. `fused_available` says whether the kernels can run on a device; `compile_for_gpu`
+triton is first imported in the process (Triton makes its own library functions interpreted or
+compiled at import; ours are made at the first fused op), and one process runs either interpreted
+or compiled kernels, never both. `fused_available` says whether the kernels can run on a device; `compile_for_gpu`
 compiles every kernel variant for a GPU architecture without a GPU (a check that the compiler
 accepts them, e.g. for Hopper, sm_90).
 """
@@ -43,17 +43,19 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import importlib.util
 import inspect
 import math
 import os
+import subprocess
+import tempfile
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from attentions import _fused_linear_kernels as kernels
 from attentions.base import real_rank
 
 # Precision of tl.dot on float32 features. "ieee" matches the torch path to float32 rounding;
@@ -108,16 +110,14 @@ def why_not_fused(device: torch.device | str) -> str | None:
 
 
 def _kernels():
-    """The kernel module (importing triton), after checking that triton runs in the mode asked for."""
-    module = importlib.import_module("attentions._fused_linear_kernels")
-    from triton.runtime.interpreter import InterpretedFunction
-
-    imported_interpreted = isinstance(module._state_kernel, InterpretedFunction)
-    if imported_interpreted != interpreting():
+    """The kernel module, its functions made Triton kernels, after checking that triton runs them
+    in the mode asked for now (TRITON_INTERPRET may not change once they exist)."""
+    kernels.jit_kernels()
+    if kernels.INTERPRETED != interpreting():
         raise RuntimeError(
-            f"triton was imported with TRITON_INTERPRET={'1' if imported_interpreted else '0'} but it is now "
-            f"{os.environ.get('TRITON_INTERPRET', 'unset')}: set it before triton is first imported in the process")
-    return module
+            f"the Triton kernels were made with TRITON_INTERPRET={'1' if kernels.INTERPRETED else '0'} but it is now "
+            f"{os.environ.get('TRITON_INTERPRET', 'unset')}: set it before the first fused op in the process")
+    return kernels
 
 
 # While a list, launches are recorded here instead of run (compile_for_gpu collects the variants).
@@ -404,9 +404,9 @@ def compile_for_gpu(arch: int = 90, head_dims=(16, 32, 64), dtypes=(torch.float3
     without a GPU: proof that Triton's compiler accepts the kernels there. Raises on the first one
     it rejects; returns one dict (kernel, constexprs, registers, spills) per variant. Run it in a
     process where triton is NOT in interpreter mode."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
+    import triton  # deferred on purpose: optional dependency, seconds to import
+    from triton.backends.compiler import GPUTarget  # deferred on purpose: as above
+    from triton.compiler import ASTSource  # deferred on purpose: as above
 
     if interpreting():
         raise RuntimeError("compile_for_gpu needs TRITON_INTERPRET unset (the interpreter replaces the compiler)")
@@ -440,10 +440,7 @@ def compile_for_gpu(arch: int = 90, head_dims=(16, 32, 64), dtypes=(torch.float3
 
 def _resource_usage(cubin: bytes) -> dict:
     """Registers per thread and stack bytes (spills) of a cubin, from the cuobjdump Triton ships."""
-    import subprocess
-    import tempfile
-
-    import triton
+    import triton  # deferred on purpose: optional dependency, seconds to import
 
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     if not os.path.exists(tool):
