@@ -133,9 +133,13 @@ def quadratic_linear_attention(phi_q, phi_k, v, mask, eps: float, mean: bool = F
 @dataclass
 class LinearFormOptions:
     """Options of a feature-map attention with a linear form and a quadratic reference form
-    (`linear`, `cosformer`): which form runs, and the eps guarding its denominator."""
+    (`linear`, `cosformer`): which form runs, and the eps guarding its denominator.
 
-    impl: Literal["fast", "reference"] = "fast"
+    impl: "auto" runs the fused Triton kernels (attentions/fused_linear.py) on CUDA tensors when
+    triton is installed and the plain torch linear form otherwise; "fused" forces the kernels (an
+    error where they cannot run); "fast" forces the torch linear form; "reference" the quadratic form."""
+
+    impl: Literal["auto", "fused", "fast", "reference"] = "auto"
     eps: float = 1e-6
 
     def __post_init__(self):

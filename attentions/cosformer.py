@@ -12,10 +12,16 @@ writes A out (the reference form, for tests).
 Paper: Qin et al., "cosFormer: Rethinking Softmax in Attention", ICLR 2022 (a Table 4
 comparator of the PolaFormer paper). M is the sequence length; here it is each sequence's REAL
 length n, so |i - j| < M keeps every weight positive and padding (content or amount) changes
-nothing. The denominator is clamped at eps (1e-6), as in the authors' code.
+nothing. The denominator is clamped at eps (1e-6), as in the authors' code. On CUDA the linear
+form runs as fused Triton kernels with the re-weighted features inside (attentions/fused_linear.py;
+the angles come from a few torch ops); `info()` says which path the layer runs, {"kernel":
+"triton"} or {"kernel": "torch"}.
 
 Options:
-    impl ("fast" | "reference", "fast"): the linear form, or the quadratic reference form.
+    impl ("auto" | "fused" | "fast" | "reference", "auto"): auto = the fused Triton kernels when
+        the tensors are on CUDA and triton is installed (float64 excepted), else the torch linear
+        form; fused = the kernels, or an error where they cannot run (on the CPU they run only under
+        TRITON_INTERPRET=1, for tests); fast = the torch linear form; reference = the quadratic form.
     eps (float, 1e-6): lower clamp of the denominator.
 
 Cost: O(N d^2) time, O(N d + d^2) memory.
@@ -29,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from attentions.base import AttentionBase, LinearFormOptions, key_mask, real_rank
+from attentions.fused_linear import fused_cosformer, kernel_info, use_fused
 from attentions.registry import register
 
 
@@ -68,5 +75,10 @@ class CosformerAttention(AttentionBase):
     Options = LinearFormOptions
 
     def core(self, q, k, v, mask):
+        if use_fused(self.options.impl, q):
+            return fused_cosformer(q, k, v, mask, self.options.eps)
         fn = cosformer_reference if self.options.impl == "reference" else cosformer_attention
         return fn(q, k, v, mask, self.options.eps)
+
+    def info(self) -> dict:
+        return kernel_info(self.options.impl, self)
