@@ -2,6 +2,7 @@
 which one cell crashes and the others still run."""
 
 import argparse
+import os
 
 import pytest
 
@@ -93,3 +94,52 @@ def test_grid_validates_every_cell_before_running(tmp_path, capsys):
     assert code == 2
     assert "unknown attention 'sofmax'" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_packed_grid_prepares_data_once_and_runs_cells_side_by_side(plugin, tmp_path, capsys):
+    """--jobs 2: the smoke set is generated once before the cells start (two cells generating it
+    at once would collide), every cell still writes its own record, and output lines carry the
+    cell's name."""
+    results, data = tmp_path / "r", tmp_path / "data"
+    code = main(["train", "--task", "listops", "--attention", "softmax,toy-linear", "--jobs", "2",
+                 "--preset", "smoke", "--steps", "4", "--eval-every", "4", "--batch-size", "8", "--seq-len", "64",
+                 "--set", 'data.generator={"train": 48, "val": 16, "test": 16, "min_length": 10, "max_length": 60}',
+                 "--data-dir", str(data), "--results-dir", str(results)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.count("[lra] generating a listops dataset") == 1
+    recs = {r["attention"]: r for r in read_records(results)}
+    assert recs["softmax"]["status"] == recs["toy-linear"]["status"] == "ok"
+    shared = max(1, (os.cpu_count() or 1) // 2)  # the cores shared out between the two
+    assert recs["softmax"]["env"]["device_name"].endswith(f"{shared} threads)") or "OMP_NUM_THREADS" in os.environ
+    assert "up to 2 at once" in out and "[listops/softmax/s0] [lra] training" in out
+    assert "[listops/toy-linear/s0] [lra] training" in out and "2 ok" in out
+
+
+def test_ctrl_c_reaches_every_packed_cell_which_checkpoints(listops_dir, tmp_path):
+    """SIGINT to the grid alone: it forwards SIGTERM to both running cells, each writes its
+    checkpoint, and the grid says how to continue."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    results = tmp_path / "r"
+    cmd = [sys.executable, "-m", "lra.cli", "train", "--task", "listops", "--attention", "softmax,linear",
+           "--jobs", "2", "--steps", "100000", "--eval-every", "100000", "--batch-size", "4", "--seq-len", "32",
+           "--set", "data.subdir=", "--set", "data.generate=false", "--data-dir", str(listops_dir),
+           "--results-dir", str(results)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if sum("[lra] training" in l for l in seen) == 2:
+            break
+    time.sleep(1.0)  # both inside their loops
+    proc.send_signal(signal.SIGINT)
+    out = "".join(seen) + proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, out
+    assert out.count("sending SIGTERM") == 2
+    assert len(list((results / "checkpoints").glob("*/last.pt"))) == 2, out
+    assert "2 interrupted" in out and "--resume" in out
+    assert not (results / "runs").exists() or not list((results / "runs").glob("*.json"))
