@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from lra.core.env import pick_device
-from lra.core.isolation import Running, child_env, killed_by_oom_killer, python_command
+from lra.core.isolation import Running, child_env, die_with_parent, killed_by_oom_killer, python_command
 from lra.core.records import now, write_record
 from lra.measurements import BenchCell, Plan, build_record, measure
 
@@ -54,6 +54,7 @@ def measure_all(specs: list[dict], out_path: Path) -> None:
 
 
 def _worker_main(argv: list[str]) -> int:
+    die_with_parent()
     measure_all(json.loads(Path(argv[0]).read_text()), Path(argv[1]))
     return 0
 

@@ -147,7 +147,7 @@ def describe(cell: Cell, rc: int | None) -> None:
         cell.note = Path(cell.record["_path"]).name
         if cell.record.get("error"):
             cell.note += f" ({cell.record['error'].strip().splitlines()[-1][:120]})"
-    elif rc in (130, 143):  # interrupted: the cell wrote a checkpoint
+    elif rc in (130, 143, -2, -15):  # interrupted: the cell wrote a checkpoint (if it had started training)
         cell.outcome, cell.note = "interrupted", "checkpoint written; rerun the same command with --resume"
     else:
         cell.outcome = "error"

@@ -10,6 +10,7 @@ children share one machine (`run_pool`: at most K at once, signals forwarded, ou
 from __future__ import annotations
 
 import codecs
+import ctypes
 import os
 import re
 import resource
@@ -132,6 +133,19 @@ def run_captured(cmd: list[str], env: dict, timeout: float | None, cwd: str | No
 
         return Finished(None, text(exc.stdout), text(exc.stderr))
     return Finished(proc.returncode, proc.stdout, proc.stderr)
+
+
+def die_with_parent() -> None:
+    """Called first thing in a child that runs in a session of its own (out of its parent's process
+    group): on Linux, the kernel kills it when its parent dies, so a killed campaign or benchmark
+    leaves no measuring process holding the GPU. Elsewhere, nothing."""
+    try:
+        if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL) != 0:  # PR_SET_PDEATHSIG
+            return
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the call: nothing will kill us
+        os._exit(1)
 
 
 # --- children that run side by side ----------------------------------------------------------------
