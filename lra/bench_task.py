@@ -11,7 +11,8 @@ process per cell there (lra/measurements.py); this path is the CUDA default.
 
 A crash ends the process: the measurement it was in is recorded as failed (as "oom" when the
 kernel killed it), and a fresh process takes the cells left. A measurement silent for --timeout
-seconds is treated the same way. Each cell's record is written as soon as its phases are in.
+seconds is treated the same way, and so is a failure that leaves the CUDA context unusable (the
+process records it and exits, so it is not blamed on the cells after it). Each cell's record is written as soon as its phases are in.
 
     python -m lra.bench_task SPECS.json OUT.jsonl      the measuring process (one JSON line per measurement)
 """
@@ -39,8 +40,13 @@ ISOLATION = "one process per task"
 # --- the measuring process ----------------------------------------------------------------------
 
 
-def measure_all(specs: list[dict], out_path: Path) -> None:
-    """Measure every spec in turn, appending one JSON line per result to `out_path` as it ends."""
+BROKEN = 75  # exit status: the CUDA context failed; start a fresh process for the measurements left
+
+
+def measure_all(specs: list[dict], out_path: Path) -> int:
+    """Measure every spec in turn, appending one JSON line per result to `out_path` as it ends.
+    Returns BROKEN when a failure left the CUDA context unusable (an illegal access, a device-side
+    assert: every later call would fail too, and be blamed on the wrong cell)."""
     with open(out_path, "a") as out:
         for spec in specs:
             device = pick_device(spec["config"]["device"])
@@ -49,14 +55,24 @@ def measure_all(specs: list[dict], out_path: Path) -> None:
             out.write(json.dumps({"key": spec["key"], **result}, default=str) + "\n")
             out.flush()
             gc.collect()  # nothing of this measurement may be counted in the next one
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+            if device.type == "cuda" and not usable(device):
+                return BROKEN
+    return 0
+
+
+def usable(device: torch.device) -> bool:
+    """Can this process still run work on `device`? (frees the allocator's cache on the way)"""
+    try:
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        return float((torch.ones(1, device=device) + 1).item()) == 2.0
+    except Exception:
+        return False
 
 
 def _worker_main(argv: list[str]) -> int:
     die_with_parent()
-    measure_all(json.loads(Path(argv[0]).read_text()), Path(argv[1]))
-    return 0
+    return measure_all(json.loads(Path(argv[0]).read_text()), Path(argv[1]))
 
 
 # --- the parent -----------------------------------------------------------------------------------
@@ -111,7 +127,7 @@ class TaskMeasurement:
         rc = child.wait()
         self.take(out_path, seen, last)
         missing = [k for k in left if k not in self.results]
-        if missing and why != "deadline":
+        if missing and why != "deadline" and rc != BROKEN:  # BROKEN: its last result says why
             self.fail(missing[0], rc, why, child.tail)
 
     def take(self, out_path: Path, seen: int, last: float) -> tuple[int, float]:

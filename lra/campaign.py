@@ -63,7 +63,7 @@ from lra_base.errors import ConfigError
 
 STATE, LOG, ARCHIVE = "campaign.json", "campaign.log", "campaign.tar.gz"
 ARCHIVE_LIMIT = 16 * 2**20
-RESERVE = {"tiny": 5.0, "full": 30.0}  # seconds kept for the report and the archive
+RESERVE = {"tiny": 5.0, "full": 45.0}  # seconds kept for stopping training runs, the report and the archive
 
 
 def add_parser(sub) -> None:

@@ -31,6 +31,7 @@ BENCH_TIMING = {  # short: a campaign measures 78 cells in minutes; every record
     "tiny": {"warmup": 1, "steps": 1, "min_seconds": 0.0, "max_step_seconds": 5.0},
 }
 STARTUP = {"cuda": 8.0, "cpu": 6.0}  # seconds: a fresh Python with torch (and its CUDA context)
+GRACE = 20.0  # seconds a training run stopped by the deadline has to write its checkpoint
 CELL_OVERHEAD = 1.0  # seconds to build a model and take its first step
 UNKNOWN_STEP = {"cuda": 0.05, "cpu": 1.0}  # a step time nothing has measured yet
 # Generation rates per core (measured on the development machine: `lra data generate` prints
@@ -61,9 +62,20 @@ def preflight_seconds(c) -> float:
 # --- step times -----------------------------------------------------------------------------------
 
 
+def records(c) -> list[dict]:
+    """The campaign's records, read again only when runs/ has changed."""
+    runs = c.results / "runs"
+    names = tuple(sorted(p.name for p in runs.glob("*.json"))) if runs.exists() else ()
+    cached = getattr(c, "_records", None)
+    if cached is None or cached[0] != names:
+        cached = (names, read_records(c.results))
+        setattr(c, "_records", cached)
+    return cached[1]
+
+
 def bench_step(c, task: str, attention: str, batch: int, seq_len: int, phase: str) -> float | None:
     """This device's measured step time of (task, attention) at `seq_len`, scaled to `batch`."""
-    for r in reversed(read_records(c.results)):
+    for r in reversed(records(c)):
         b = r.get("bench") or {}
         if (r.get("kind") == "bench" and r["status"] == "ok" and r["task"] == task and r["attention"] == attention
                 and (r.get("env") or {}).get("device") == c.device and b.get("seq_len") == seq_len):

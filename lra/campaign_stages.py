@@ -138,7 +138,7 @@ def bench_cells(c, args) -> list:
 def recorded(c, cell, kind: str = "bench") -> dict | None:
     """The record of this campaign's device that already measures `cell`."""
     want = config_dict(cell.config)
-    for r in read_records(c.results):
+    for r in plan.records(c):
         if r.get("kind") == kind and (r.get("env") or {}).get("device") == c.device and same_run(r["config"], want):
             return r
     return None
@@ -199,7 +199,10 @@ def estimate_data(c) -> float | None:
 
 def run_data(c) -> dict:
     out = {}
-    out["listops"] = ensure(c, "listops", plan.listops_sizes(c))
+    folder = c.data_dir / "lra_release" / "listops-1000"
+    interrupted = (folder / "basic_train.tsv").exists() and not (folder / "GENERATED.json").exists() \
+        and not (folder / "basic_test.tsv").exists()  # an earlier generation killed between its files
+    out["listops"] = ensure(c, "listops", {**plan.listops_sizes(c), "force": interrupted})
     out["pathfinder"] = ensure(c, "pathfinder", plan.pathfinder_generate(c, c.left(), c.data_dir.joinpath(*PATHFINDER_ROOT)))
     bad = [k for k, v in out.items() if v["status"] != "ok"]
     note = "; ".join(f"{k}: {v['note']}" for k, v in out.items())
@@ -217,7 +220,9 @@ def ensure(c, name: str, generate: dict) -> dict:
     except MissingDataError:
         print(f"[campaign] data: generating {name} {generate} under {c.data_dir} with {os.cpu_count()} cores",
               flush=True)
-        task.generate(c.data_dir, workers=os.cpu_count(), **generate)
+        rc = run_child(generate_command(c, name, generate), c.deadline)
+        if rc != 0:  # out of time: an interrupted Pathfinder set is finished by the next run
+            return {"status": "failed", "note": "out of time" if rc == "deadline" else f"the generator exited with {rc}"}
         counts = {s: len(task.prepared(c.data_dir, s)) for s in task.splits}
         how = "generated"
     total = sum(counts.values())
@@ -226,6 +231,19 @@ def ensure(c, name: str, generate: dict) -> dict:
     short = plan.too_small(c, name, total)
     return {"status": "failed" if short else "ok", "how": how, "counts": counts, "seconds": seconds,
             "note": short or f"{how}, {total} examples in {seconds:.0f} s"}
+
+
+def generate_command(c, name: str, options: dict) -> list[str]:
+    """`lra data generate` in a child: killed at the deadline, it leaves nothing half-written
+    (generated files are written atomically; Pathfinder resumes its finished batches)."""
+    flags = {"train": "--train", "val": "--val", "test": "--test", "images": "--images", "per_batch": "--per-batch"}
+    argv = ["-m", "lra.cli", "data", "generate", name, "--data-dir", str(c.data_dir)]
+    for key, value in options.items():
+        if key == "force":
+            argv += ["--force"] if value else []
+        else:
+            argv += [flags[key], str(value)] if key in flags else ["--set", f"{key}={value}"]
+    return python_command(*argv)
 
 
 # --- train ----------------------------------------------------------------------------------------
@@ -270,7 +288,7 @@ def run_train(c) -> dict:
         need *= packing.factor
         return None if need <= c.left() else f"needs about {need:.0f} s, {max(0, c.left()):.0f} s of the budget left"
 
-    stopped = grid.run_cells(cells, todo, args, admit, c.deadline)
+    stopped = grid.run_cells(cells, todo, args, admit, c.deadline, grace=plan.GRACE)
     grid.summarize(cells, "campaign train")
     if stopped in ("SIGINT", "SIGTERM"):  # the cells wrote their checkpoints: a rerun resumes them
         raise plan.Stopped(getattr(signal, stopped))

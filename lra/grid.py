@@ -194,11 +194,13 @@ def run_grid(args) -> int:
     return 0 if all(c.outcome in ("ok", "skipped") for c in cells) else 1
 
 
-def run_cells(cells: list[Cell], todo: list[Cell], args, admit=None, deadline: float | None = None) -> str | None:
+def run_cells(cells: list[Cell], todo: list[Cell], args, admit=None, deadline: float | None = None,
+              grace: float = 300.0) -> str | None:
     """Run the cells of `todo` (of the grid `cells`), up to --jobs at once; each cell's outcome,
     record and note are set as it ends. `admit(cell)` may refuse to start a cell (its reason goes
-    in the note) and `deadline` (time.monotonic()) stops the cells still running. Returns why the
-    grid stopped early (lra/core/isolation.py run_pool), or None."""
+    in the note) and `deadline` (time.monotonic()) stops the cells still running, each given
+    `grace` seconds to checkpoint. Returns why the grid stopped early (lra/core/isolation.py
+    run_pool), or None."""
     width = max(1, args.jobs or 1)
     runs = Path(args.results_dir) / "runs"
     before = set(runs.glob("*.json")) if runs.exists() else set()
@@ -226,7 +228,8 @@ def run_cells(cells: list[Cell], todo: list[Cell], args, admit=None, deadline: f
             print(f"[grid] {job.name}: {c.outcome} after {c.seconds:.0f} s ({c.note})", flush=True)
         return "a cell was interrupted" if c.outcome == "interrupted" else None
 
-    pool = Pool(width, (lambda job: admit(by_name[job.name])) if admit else None, deadline, started, ended, label="grid")
+    pool = Pool(width, (lambda job: admit(by_name[job.name])) if admit else None, deadline, started, ended,
+                grace=grace, label="grid")
     stopped = run_pool(jobs, pool)
     for job in jobs:
         if job.state == "not started":

@@ -30,6 +30,7 @@ import os
 import sys
 import time
 import traceback
+from contextlib import nullcontext
 from importlib import metadata
 from pathlib import Path
 
@@ -151,7 +152,8 @@ def check_padding(name: str, device: torch.device, tiny: bool) -> str:
     mod = layer(name, device, 64).eval()
     x, noisy, mask = padded(device)
     for dtype, tol in ((torch.float32, 1e-4), (torch.bfloat16, 2e-2)):
-        with torch.no_grad(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        cast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+        with torch.no_grad(), cast:
             torch.manual_seed(123)
             a = mod(x, mask)
             torch.manual_seed(123)
@@ -162,7 +164,8 @@ def check_padding(name: str, device: torch.device, tiny: bool) -> str:
 
 
 def check_fp16_scaler(name: str, device: torch.device, tiny: bool) -> str:
-    """fp16 autocast with the gradient scaler: three training steps, finite loss, weights move."""
+    """fp16 autocast with the gradient scaler: five training steps (a first one may overflow and
+    be skipped as the scaler backs off), finite losses, the weights move."""
     if device.type != "cuda":
         raise Skipped("fp16 autocast with a gradient scaler needs CUDA")
     cfg = make_config("listops", "paper", attention=name, device=str(device))
@@ -171,7 +174,7 @@ def check_fp16_scaler(name: str, device: torch.device, tiny: bool) -> str:
     model.train()
     step = TrainStep(model, cfg.train, Precision("fp16", device), total_steps=10)
     before = [p.detach().clone() for p in model.parameters()]
-    losses = [float(step(batch)[0]) for _ in range(3)]
+    losses = [float(step(batch)[0]) for _ in range(5)]
     assert all(map(lambda v: v == v and abs(v) != float("inf"), losses)), f"losses {losses}"
     scale = step.precision.scaler.get_scale()
     assert 0 < scale < float("inf"), f"scaler scale {scale}"
@@ -209,10 +212,12 @@ def check_peak_counters(device: torch.device, tiny: bool) -> str:
     than heap memory an earlier allocation left resident.)"""
     seen = []
     for mib in (96, 48):
+        # CUDA counts what is allocated already (cuBLAS workspaces...) in the peak: take it off
+        base = torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
         peak = PeakMemory(device)
         peak.start()
         block = torch.ones(mib * 2**18, device=device)  # float32: mib MiB, every page touched
-        seen.append(peak.peak_mb())
+        seen.append(peak.peak_mb() - base)
         del block
     slack = 2.0 if device.type == "cuda" else 12.0
     assert 96 - slack <= seen[0] <= 96 + slack and 48 - slack <= seen[1] <= 48 + slack, f"peaks {seen} MiB"
