@@ -28,6 +28,9 @@ from lra import bench, campaign, data_cli, report, sweep, train
 from lra.core.presets import PRESETS
 from lra_base.errors import LRAError
 
+# Imported only where used (a bare GPU box may lack them): a command that needs one says so.
+OPTIONAL = ("datasets", "submitit", "matplotlib", "huggingface_hub")
+
 
 def cmd_list(args) -> int:
     rows = [[name, attentions.get(name).complexity or "-", attentions.get(name).description]
@@ -70,6 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("LRA_DEBUG"):
             raise
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if exc.name not in OPTIONAL or os.environ.get("LRA_DEBUG"):
+            raise
+        print(f"error: this needs the package {exc.name!r}, which is not installed (pip install {exc.name}); "
+              "everything else runs without it", file=sys.stderr)
         return 2
 
 

@@ -171,3 +171,15 @@ def test_budget_arithmetic():
     packing.learn([(30.0, 10.0), (20.0, 10.0), (25.0, None)])
     assert packing.factor == 2.5
     assert plan.calibrate(1.0, 10.0, 15.0) == 1.5 and plan.calibrate(1.0, 0.0, 15.0) == 1.0
+
+
+def test_the_readme_gpu_command_is_a_valid_campaign_command():
+    """The one command the README gives a GPU owner parses with today's flags (it cannot rot)."""
+    import re
+
+    from lra.cli import build_parser
+
+    readme = (ROOT / "README.md").read_text()
+    (command,) = re.findall(r"^    python -m lra\.cli (campaign --device cuda .*)$", readme, re.M)
+    args = build_parser().parse_args(command.split())
+    assert args.device == "cuda" and args.budget_minutes == 9 and args.func.__module__ == "lra.campaign"

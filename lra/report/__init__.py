@@ -92,10 +92,15 @@ def cmd_report(args) -> int:
         print(f"{out} is up to date")
         return 0
     out.parent.mkdir(parents=True, exist_ok=True)
-    if not args.no_figures:
-        for name, draw in sorted(report.figures.items()):
-            draw(out.parent / name)
     atomic_write_text(out, report.markdown)
+    if not args.no_figures:
+        try:
+            for name, draw in sorted(report.figures.items()):
+                draw(out.parent / name)
+        except ModuleNotFoundError as exc:  # matplotlib, on a bare machine: the markdown is written
+            print(f"[report] figures not drawn: the package {exc.name!r} is not installed (pip install {exc.name})",
+                  file=sys.stderr)
+            args.no_figures = True
     if not args.quiet:
         print(report.markdown)
     figs = "" if args.no_figures else f" and {len(report.figures)} figure(s): {', '.join(sorted(report.figures))}"
