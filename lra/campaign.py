@@ -56,7 +56,7 @@ from tabulate import tabulate
 from lra import campaign_stages as stages
 from lra.campaign_plan import Stopped
 from lra.core.config import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR
-from lra.core.env import git_sha
+from lra.core.env import git_sha, pick_device
 from lra.core.records import now
 from lra_base.atomic import atomic_write, atomic_write_text
 from lra_base.errors import ConfigError
@@ -123,6 +123,7 @@ def settings(args) -> Campaign:
     device = args.device if args.device != "auto" else stages.auto_device()
     if device not in ("cuda", "cpu"):
         raise ConfigError(f"--device takes cuda, cpu or auto, got {args.device!r}")
+    pick_device(device)  # CUDA asked for where there is none: say so before any stage starts
     chosen = [s.strip() for s in args.stages.split(",") if s.strip()]
     for name in chosen + [s.strip() for s in args.redo.split(",") if s.strip()]:
         if name not in stages.ORDER:

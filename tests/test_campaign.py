@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from lra import campaign_plan as plan
 from lra.cli import main
@@ -158,6 +159,9 @@ def test_the_budget_skips_what_does_not_fit(tmp_path, capsys):
     # another machine's campaign is not continued by mistake
     assert main(["campaign", "--device", "cpu", "--results-dir", str(results)]) == 2
     assert "is a campaign with settings" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["campaign", "--device", "cuda", "--results-dir", str(tmp_path / "g")]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
 
 
 def test_budget_arithmetic():

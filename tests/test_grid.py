@@ -143,3 +143,53 @@ def test_ctrl_c_reaches_every_packed_cell_which_checkpoints(listops_dir, tmp_pat
     assert len(list((results / "checkpoints").glob("*/last.pt"))) == 2, out
     assert "2 interrupted" in out and "--resume" in out
     assert not (results / "runs").exists() or not list((results / "runs").glob("*.json"))
+
+
+def test_pool_refuses_stops_at_the_deadline_and_prefixes_output(capsys):
+    """The pool under packed grids (lra/core/isolation.py): at most `width` at once, an admission
+    refusal noted, the deadline stopping what runs (SIGTERM) and starting nothing more."""
+    import sys
+    import time
+
+    from lra.core.isolation import Job, Pool, child_env, run_pool
+
+    sleeper = [sys.executable, "-c", "import sys, time; print('up', flush=True); time.sleep(60)"]
+    jobs = [Job(f"j{i}", sleeper, child_env()) for i in range(4)]
+    t0 = time.monotonic()
+    stopped = run_pool(jobs, Pool(width=2, admit=lambda j: "no room" if j.name == "j1" else None,
+                                  deadline=time.monotonic() + 3.0, label="t"))
+    assert stopped == "deadline" and time.monotonic() - t0 < 30
+    states = {j.name: (j.state, j.returncode, j.note) for j in jobs}
+    assert states["j1"] == ("not started", None, "no room")
+    assert states["j0"][:2] == states["j2"][:2] == ("finished", -15)  # two at once, both stopped
+    assert states["j3"][0] == "not started" and "deadline" in states["j3"][2]
+    out = capsys.readouterr().out
+    assert "[j0] up" in out and "[j2] up" in out and out.count("sending SIGTERM") == 2
+
+
+def test_sweep_local_jobs_submits_k_at_a_time():
+    from types import SimpleNamespace
+
+    from lra import sweep
+
+    class FakeJob:
+        def __init__(self, pool):
+            self.polls, self.pool = 0, pool
+
+        def done(self):
+            self.polls += 1
+            return self.polls > 2
+
+    class FakeExecutor:
+        def __init__(self):
+            self.jobs, self.most = [], 0
+
+        def submit(self, fn):
+            self.jobs.append(FakeJob(self))
+            self.most = max(self.most, sum(j.polls <= 2 for j in self.jobs))
+            return self.jobs[-1]
+
+    ex = FakeExecutor()
+    cells = [SimpleNamespace(argv=["train"]) for _ in range(5)]
+    out = sweep.submit(ex, cells, SimpleNamespace(jobs=2, executor="local", no_wait=False))
+    assert len(out) == 5 and ex.most <= 2
