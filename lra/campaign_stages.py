@@ -249,8 +249,25 @@ def generate_command(c, name: str, options: dict) -> list[str]:
 # --- train ----------------------------------------------------------------------------------------
 
 
+def with_data(c) -> list[str]:
+    """The training tasks whose data is under the data folder (the data stage may have been cut
+    short) and was not found wanting by it (too small a set)."""
+    checked = (c.stage_state("data").get("data") or {})
+    present = []
+    for name in TRAIN_TASKS:
+        task = tasks.get(name)
+        if (checked.get(name) or {}).get("status") == "failed":
+            continue
+        try:
+            task.source_files(c.data_dir, "train", task.resolve_options({}))
+            present.append(name)
+        except MissingDataError:
+            pass
+    return present
+
+
 def train_args(c) -> argparse.Namespace:
-    argv = ["train", "--task", *TRAIN_TASKS, "--attention", *plan.train_attentions(c), "--preset", "quick",
+    argv = ["train", "--task", *(with_data(c) or TRAIN_TASKS), "--attention", *plan.train_attentions(c), "--preset", "quick",
             "--device", c.device, "--data-dir", str(c.data_dir), "--results-dir", str(c.results),
             "--jobs", str(c.jobs), "--resume", "--no-progress"]
     if c.tiny:
@@ -270,6 +287,8 @@ def estimate_train(c) -> float | None:
 
 
 def run_train(c) -> dict:
+    if not with_data(c):
+        return {"status": "failed", "note": f"no ListOps or Pathfinder data under {c.data_dir}: run the data stage"}
     args = train_args(c)
     cells = grid.plan(args)
     todo = grid.mark_done(cells, args.results_dir, False)
@@ -281,7 +300,7 @@ def run_train(c) -> dict:
           f"{c.left():.0f} s left", flush=True)
 
     def admit(cell):
-        packing.learn([(x.seconds, cost[id(x)]) for x in todo if x.outcome not in ("pending", "not run")])
+        packing.learn([(x.seconds, cost[id(x)]) for x in todo if x.outcome == "ok"])  # not a quick crash
         need = cost[id(cell)]
         if need is None:
             return None
