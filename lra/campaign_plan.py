@@ -23,7 +23,7 @@ import attentions
 import tasks
 from lra.core.records import read_records
 
-BENCH_SHARE = 0.5  # of the budget left when the bench starts, when data and training follow it
+BENCH_SHARE = 0.55  # of the budget left when the bench starts, when data and training follow it
 DATA_SHARE = 0.12  # of the budget left when the data stage starts: the time for Pathfinder images
 BENCH_TIMING = {  # short: a campaign measures 78 cells in minutes; every record keeps its timing
     "cuda": {"warmup": 2, "steps": 5, "min_seconds": 0.3, "max_step_seconds": 1.0},
