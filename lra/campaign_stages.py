@@ -59,8 +59,9 @@ def reference_dir() -> Path:
 
 
 def run_child(cmd: list[str], deadline: float) -> int | str:
-    """Run `cmd` in a session of its own, its output streamed; "deadline" if it had to be killed."""
-    child = Running(cmd, child_env({"LRA_GIT_SHA": git_sha()}), session=True)
+    """Run `cmd` in a session of its own, its output streamed (lines, no progress bars: the log
+    keeps it); "deadline" if it had to be killed."""
+    child = Running(cmd, child_env({"LRA_GIT_SHA": git_sha(), "TQDM_DISABLE": "1"}), session=True)
     try:
         while child.poll() is None:
             if time.monotonic() >= deadline:
@@ -202,7 +203,7 @@ def run_data(c) -> dict:
     folder = c.data_dir / "lra_release" / "listops-1000"
     interrupted = (folder / "basic_train.tsv").exists() and not (folder / "GENERATED.json").exists() \
         and not (folder / "basic_test.tsv").exists()  # an earlier generation killed between its files
-    out["listops"] = ensure(c, "listops", {**plan.listops_sizes(c), "force": interrupted})
+    out["listops"] = ensure(c, "listops", {**plan.listops_sizes(c), **({"force": True} if interrupted else {})})
     out["pathfinder"] = ensure(c, "pathfinder", plan.pathfinder_generate(c, c.left(), c.data_dir.joinpath(*PATHFINDER_ROOT)))
     bad = [k for k, v in out.items() if v["status"] != "ok"]
     note = "; ".join(f"{k}: {v['note']}" for k, v in out.items())
