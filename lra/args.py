@@ -64,6 +64,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--seeds", default=None, metavar="LIST", help="seeds of every cell, e.g. 0,1,2 or 0-4")
     s.add_argument("--redo", action="store_true", help="run cells that already have an ok record again")
     s.add_argument("--dry-run", action="store_true", help="list the cells and what would be skipped; run nothing")
+    s.add_argument("--jobs", type=int, default=None, metavar="K",
+                   help="run up to K cells at once on this machine, each in its own process (default 1; "
+                        "`lra sweep --executor local`: at most K jobs at once)")
 
 
 def config_from_args(args) -> RunConfig:

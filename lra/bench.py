@@ -20,10 +20,12 @@ memory (`max_memory_allocated` after a reset); on CPU the peak resident memory t
 added, from the kernel's high-water mark reset. The counter starts before the warm-up, since the
 first steps allocate what later steps reuse.
 
-Isolation. Every (cell, phase) runs in a fresh Python process: nothing measured earlier (cached
-allocator blocks, a larger resident set, autotuning state) can pollute a figure, and an
-out-of-memory error or a crash in one measurement never ends the sweep. An out-of-memory result
-is a record with status "oom". On CPU each measuring process may add at most
+Isolation (--isolation). On CPU every (cell, phase) runs in a fresh Python process: nothing
+measured earlier (cached allocator blocks, a larger resident set) can pollute a figure, and an
+out-of-memory error or a crash in one measurement never ends the sweep. On CUDA the peak comes
+from the allocator's counters, reset per measurement, so one fresh process per task measures
+all of its cells (lra/bench_task.py; a crash costs that process, and a fresh one takes the
+cells left). An out-of-memory result is a record with status "oom". On CPU each measuring process may add at most
 --cpu-memory-limit-mb (default half the machine's memory) to its data segment once its libraries
 are loaded, so an oversized cell fails with an allocation error (recorded as "oom") instead of
 waking the kernel's OOM killer, which could end this process or a neighbour.
@@ -56,6 +58,7 @@ recorded in the last point's record.
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 from tabulate import tabulate
@@ -63,6 +66,7 @@ from tabulate import tabulate
 import tasks
 from lra import scaling
 from lra.args import key_value
+from lra.bench_task import measure_task
 from lra.core.config import DEFAULT_RESULTS_DIR
 from lra.core.identity import config_dict, measurement_key
 from lra.core.env import load_average
@@ -110,6 +114,9 @@ def add_parser(sub) -> None:
                         "per task (e.g. --ratio-to softmax)")
     r.add_argument("--skip-existing", action="store_true",
                    help="skip cells that already have an ok record of the same configuration on this machine")
+    r.add_argument("--isolation", choices=["auto", "cell", "task"], default="auto",
+                   help="a fresh process per measurement (cell) or per task (task); auto: task on CUDA, "
+                        "cell on CPU, where resident memory needs a process per measurement")
     r.add_argument("--in-process", action="store_true",
                    help="measure in this process (debugging: CPU memory figures may then be polluted)")
     scaling.add_arguments(p)
@@ -142,34 +149,69 @@ def cmd_bench(args) -> int:
         return scaling.run(args, plan, task_names, attention_names)
     cells = plan_cells(args, task_names, attention_names, plan.device.type)
     existing = recorded_cells(args.results_dir) if args.skip_existing else {}
-    rows, failures = [], 0
+    rows, todo = [], []
     print(f"[bench] {len(cells)} cells on {plan.env['device_name']}; phases {', '.join(plan.phases)}; "
           f"warm-up {plan.timing['warmup']} steps, then >= {plan.timing['steps']} timed steps and >= "
           f"{plan.timing['min_seconds']} s", flush=True)
     for cell in cells:
-        probe = {"kind": "bench", "config": config_dict(cell.config), "env": {"device_name": plan.env["device_name"]}}
-        if measurement_key(probe) in existing:
-            rec = existing[measurement_key(probe)]
+        rec = existing.get(cell_key(cell, plan))
+        if rec is not None:
             print(f"[bench] {cell.task} / {cell.attention}: recorded already ({Path(rec['_path']).name}); skipped")
             rows.append(table_row(rec, "skipped"))
-            continue
-        cfg = cell.config
-        print(f"[bench] {cell.task} / {cell.attention}: batch {cfg.train.batch_size} x length {cfg.data.seq_len}"
-              f" ({cell.batch_reason})", flush=True)
-        record = measure_cell(args, plan, cell)
-        failures += record["status"] != "ok"
-        rows.append(table_row(record, record["status"]))
-        m = record["metrics"]
-        print(f"[bench]   {record['status']}: train {fmt(m['train_throughput'], '.1f')} samples/s, "
-              f"{fmt(m['peak_memory_mb'], '.0f')} MiB; eval {fmt(m['eval_throughput'], '.1f')} samples/s, "
-              f"{fmt(m['eval_peak_memory_mb'], '.0f')} MiB -> {record['_path']}", flush=True)
-        if record.get("error"):
-            print(f"[bench]   {record['error'].strip().splitlines()[-1][:300]}", flush=True)
+        else:
+            todo.append(cell)
+    records = measure_cells(args, plan, todo, isolation(args, plan.device.type))
+    rows += [table_row(r, r["status"]) for r in records]
     print_table(rows)
     if args.ratio_to:
         print_ratios(rows, args.ratio_to)
     print(f"[bench] load average {load_average()} at the end (the measurements record theirs)")
-    return 1 if failures else 0
+    return 1 if any(r["status"] != "ok" for r in records) else 0
+
+
+def cell_key(cell: BenchCell, plan) -> str:
+    """The measurement key a record of `cell` on this machine will have (for --skip-existing)."""
+    return measurement_key({"kind": "bench", "config": config_dict(cell.config),
+                            "env": {"device_name": plan.env["device_name"]}})
+
+
+def isolation(args, device_type: str) -> str:
+    if args.in_process:
+        return "cell"
+    return args.isolation if args.isolation != "auto" else ("task" if device_type == "cuda" else "cell")
+
+
+def measure_cells(args, plan, cells: list[BenchCell], how: str, deadline: float | None = None) -> list[dict]:
+    """Measure `cells` (a fresh process per measurement, or per task), printing each record as it
+    is written; cells left when `deadline` (time.monotonic()) passes are not measured."""
+    records: list[dict] = []
+    if how == "cell":
+        for cell in cells:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            cfg = cell.config
+            print(f"[bench] {cell.task} / {cell.attention}: batch {cfg.train.batch_size} x length {cfg.data.seq_len}"
+                  f" ({cell.batch_reason})", flush=True)
+            records.append(announce(measure_cell(args, plan, cell, getattr(args, "max_step_seconds", None))))
+        return records
+    for task in dict.fromkeys(c.task for c in cells):
+        group = [c for c in cells if c.task == task]
+        cfg = group[0].config
+        print(f"[bench] {task}: {len(group)} cells in one fresh process; batch {cfg.train.batch_size} x length "
+              f"{cfg.data.seq_len} ({group[0].batch_reason})", flush=True)
+        records += measure_task(args, plan, group, deadline, on_record=announce)
+    return records
+
+
+def announce(record: dict) -> dict:
+    m = record["metrics"]
+    print(f"[bench]   {record['task']} / {record['attention']}: {record['status']}: train "
+          f"{fmt(m['train_throughput'], '.1f')} samples/s, {fmt(m['peak_memory_mb'], '.0f')} MiB; eval "
+          f"{fmt(m['eval_throughput'], '.1f')} samples/s, {fmt(m['eval_peak_memory_mb'], '.0f')} MiB -> "
+          f"{record['_path']}", flush=True)
+    if record.get("error"):
+        print(f"[bench]   {record['error'].strip().splitlines()[-1][:300]}", flush=True)
+    return record
 
 
 def table_row(r: dict, outcome: str) -> list:

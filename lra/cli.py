@@ -6,6 +6,7 @@
     lra bench ...                                                   throughput and peak memory
     lra report ...                                                  leaderboards from the records
     lra sweep ...                                                   grid cells as cluster jobs
+    lra campaign --device cuda --budget-minutes 9                   a device session -> the leaderboard
 
 Each command lives in its own module with its `add_parser`; this one only assembles them. Errors
 a user can cause print one clear message (no traceback) and exit with status 2. Set LRA_DEBUG=1
@@ -23,9 +24,12 @@ from tabulate import tabulate
 
 import attentions
 import tasks
-from lra import bench, data_cli, report, sweep, train
+from lra import bench, campaign, data_cli, report, sweep, train
 from lra.core.presets import PRESETS
 from lra_base.errors import LRAError
+
+# Imported only where used (a bare GPU box may lack them): a command that needs one says so.
+OPTIONAL = ("datasets", "submitit", "matplotlib", "huggingface_hub")
 
 
 def cmd_list(args) -> int:
@@ -53,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="registered attentions, tasks and presets")
     p.add_argument("--options", action="store_true", help="show every attention's options")
     p.set_defaults(func=cmd_list)
-    for command in (data_cli, bench, report, sweep):
+    for command in (data_cli, bench, report, sweep, campaign):
         command.add_parser(sub)
     return parser
 
@@ -69,6 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("LRA_DEBUG"):
             raise
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if exc.name not in OPTIONAL or os.environ.get("LRA_DEBUG"):
+            raise
+        print(f"error: this needs the package {exc.name!r}, which is not installed (pip install {exc.name}); "
+              "everything else runs without it", file=sys.stderr)
         return 2
 
 

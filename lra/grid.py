@@ -9,6 +9,15 @@ context in one cell never ends the sweep. A cell is skipped when an "ok" trainin
 same run already exists (lra/core/identity.py: the same configuration apart from where data and
 results live and the device), unless --redo. With --resume, a cell interrupted earlier continues
 from its checkpoint. A summary table ends the sweep.
+
+Packed grids. The LRA models are small (about 0.1M parameters): one run leaves a GPU mostly
+idle. `--jobs K` runs up to K cells at once on the one device, each still in its own process with
+its own record; their output lines carry the cell's name, progress bars are off, and a line every
+minute says what runs. Before they start, the data of every task is prepared once here (a
+generated smoke set, the tokenised cache), so K cells never race to write the same files. Each
+cell then gets cores / K CPU threads (OMP_NUM_THREADS, unless set). Ctrl-C or SIGTERM stops the
+grid: every running cell gets SIGTERM, writes its checkpoint and exits, and the same command with
+--resume continues them.
 """
 
 from __future__ import annotations
@@ -16,22 +25,27 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
+import signal
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tabulate import tabulate
 
 import attentions
+import tasks
 from lra.args import add_run_arguments, config_from_args
+from lra.core.config import RunConfig
+from lra.core.data import load_splits
 from lra.core.identity import config_dict, same_run
-from lra.core.isolation import child_env, stream
+from lra.core.isolation import Job, Pool, child_env, run_pool
 from lra.core.names import expand_attentions, expand_tasks, parse_seeds, split_names
 from lra.core.records import read_records
+from lra_base.errors import LRAError
 
 # Run arguments a cell sets itself, or that only the sweep reads.
-EXCLUDED = {"task", "attention", "seed", "seeds", "redo", "dry_run", "help"}
+EXCLUDED = {"task", "attention", "seed", "seeds", "redo", "dry_run", "jobs", "help"}
 
 
 @dataclass
@@ -122,7 +136,7 @@ def record_for(cell: Cell, runs: Path, before: set) -> dict | None:
     new = sorted(set(runs.glob("*.json")) - before) if runs.exists() else []
     fresh = [json.loads(p.read_text()) | {"_path": str(p)} for p in new]
     mine = [r for r in fresh if r.get("task") == cell.task and r.get("attention") == cell.attention
-            and r.get("seed") == cell.seed]
+            and r.get("seed") == cell.seed and same_run(r.get("config") or {}, cell.config)]
     return mine[-1] if mine else None
 
 
@@ -133,7 +147,7 @@ def describe(cell: Cell, rc: int | None) -> None:
         cell.note = Path(cell.record["_path"]).name
         if cell.record.get("error"):
             cell.note += f" ({cell.record['error'].strip().splitlines()[-1][:120]})"
-    elif rc in (130, 143):  # interrupted: the cell wrote a checkpoint
+    elif rc in (130, 143, -2, -15):  # interrupted: the cell wrote a checkpoint (if it had started training)
         cell.outcome, cell.note = "interrupted", "checkpoint written; rerun the same command with --resume"
     else:
         cell.outcome = "error"
@@ -160,10 +174,10 @@ def cell_command(cell: Cell) -> list[str]:
 
 def run_grid(args) -> int:
     cells = plan(args)
-    runs = Path(args.results_dir) / "runs"
     todo = mark_done(cells, args.results_dir, args.redo)
     print(f"[grid] {len(cells)} cells ({len(cells) - len(todo)} already recorded, skipped"
-          f"{'' if args.redo else '; --redo runs them again'}), {len(todo)} to run", flush=True)
+          f"{'' if args.redo else '; --redo runs them again'}), {len(todo)} to run"
+          f"{f', up to {args.jobs} at once' if (args.jobs or 1) > 1 else ''}", flush=True)
     if args.dry_run:
         for c in cells:
             status = f"skip: {Path(c.done['_path']).name}" if c.done else "run"
@@ -171,28 +185,78 @@ def run_grid(args) -> int:
             if not c.done:
                 print(f"    {' '.join(cell_command(c))}")
         return 0
-
-    env = child_env()
-    stopped = None
-    for i, cell in enumerate(cells, 1):
-        if cell.done is not None:
-            continue
-        print(f"\n[grid] cell {i}/{len(cells)}: {cell.task} / {cell.attention} / seed {cell.seed}", flush=True)
-        before = set(runs.glob("*.json")) if runs.exists() else set()
-        t0 = time.perf_counter()
-        try:
-            rc, cell.tail = stream(cell_command(cell), env)
-        except KeyboardInterrupt:
-            rc = 130
-        cell.seconds = time.perf_counter() - t0
-        cell.record = record_for(cell, runs, before)
-        describe(cell, rc)
-        if cell.outcome == "interrupted":
-            stopped = rc
-            break
-
+    stopped = run_cells(cells, todo, args)
     summarize(cells)
     if stopped is not None:
-        print("[grid] stopped by a signal; run the same command again (with --resume) to continue", flush=True)
-        return stopped
+        print(f"[grid] stopped ({stopped}); run the same command again (with --resume) to continue", flush=True)
+        signum = getattr(signal, stopped, signal.SIGTERM) if stopped.startswith("SIG") else signal.SIGTERM
+        return 128 + int(signum)
     return 0 if all(c.outcome in ("ok", "skipped") for c in cells) else 1
+
+
+def run_cells(cells: list[Cell], todo: list[Cell], args, admit=None, deadline: float | None = None,
+              grace: float = 300.0) -> str | None:
+    """Run the cells of `todo` (of the grid `cells`), up to --jobs at once; each cell's outcome,
+    record and note are set as it ends. `admit(cell)` may refuse to start a cell (its reason goes
+    in the note) and `deadline` (time.monotonic()) stops the cells still running, each given
+    `grace` seconds to checkpoint. Returns why the grid stopped early (lra/core/isolation.py
+    run_pool), or None."""
+    width = max(1, args.jobs or 1)
+    runs = Path(args.results_dir) / "runs"
+    before = set(runs.glob("*.json")) if runs.exists() else set()
+    if width > 1:
+        prepare_data(todo)
+    env = child_env(threads_env(width))
+    by_name = {}
+    for cell in todo:
+        if width > 1 and "--no-progress" not in cell.argv:
+            cell.argv.append("--no-progress")  # progress bars of cells side by side would be noise
+        by_name[f"{cell.task}/{cell.attention}/s{cell.seed}"] = cell
+    jobs = [Job(name, cell_command(cell), env) for name, cell in by_name.items()]
+    index = {id(c): i for i, c in enumerate(cells, 1)}
+
+    def started(job):
+        c = by_name[job.name]
+        print(f"\n[grid] cell {index[id(c)]}/{len(cells)}: {c.task} / {c.attention} / seed {c.seed}", flush=True)
+
+    def ended(job):
+        c = by_name[job.name]
+        c.seconds, c.tail = job.seconds, job.tail
+        c.record = record_for(c, runs, before)
+        describe(c, job.returncode)
+        if width > 1:
+            print(f"[grid] {job.name}: {c.outcome} after {c.seconds:.0f} s ({c.note})", flush=True)
+        return "a cell was interrupted" if c.outcome == "interrupted" else None
+
+    pool = Pool(width, (lambda job: admit(by_name[job.name])) if admit else None, deadline, started, ended,
+                grace=grace, label="grid")
+    stopped = run_pool(jobs, pool)
+    for job in jobs:
+        if job.state == "not started":
+            by_name[job.name].outcome, by_name[job.name].note = "not run", job.note
+    return stopped
+
+
+def threads_env(width: int) -> dict:
+    """CPU threads of each of `width` cells side by side: the cores shared out (unless set)."""
+    if width <= 1 or "OMP_NUM_THREADS" in os.environ:
+        return {}
+    return {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // width))}
+
+
+def prepare_data(todo: list[Cell]) -> None:
+    """Generate (smoke sets) and tokenise the data of every task once, before cells run side by
+    side: two cells must not write the same files at once. A failure is left to the cells, which
+    record it."""
+    seen = set()
+    for cell in todo:
+        cfg = RunConfig.from_dict(cell.config)
+        key = (cfg.task, cfg.data_dir, cfg.data.subdir, json.dumps(cfg.data.options, sort_keys=True),
+               json.dumps(cfg.data.generator, sort_keys=True))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            load_splits(cfg, tasks.get(cfg.task))
+        except LRAError as exc:
+            print(f"[grid] data of {cfg.task}: {str(exc).splitlines()[0]} (its cells will say so)", flush=True)

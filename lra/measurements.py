@@ -160,7 +160,7 @@ def timing_for(args, device_type: str) -> dict:
 
 PHASE_KEYS = ("status", "warmup_steps", "timed_steps", "step_seconds", "median_step_seconds", "min_step_seconds",
               "first_step_seconds", "over_budget", "load_average", "load_average_end", "isolation", "memory_limit",
-              "pid", "error")
+              "allocated_before_mb", "pid", "error")
 
 
 def build_record(cell: BenchCell, results: dict[str, dict], *, timing: dict, memory_limit_mb, env_fallback: dict,

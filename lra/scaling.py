@@ -30,7 +30,9 @@ def add_arguments(p) -> None:
     s.add_argument("--lengths", default=None, help="comma list (default 256,512,...,65536)")
     s.add_argument("--max-length", type=int, default=None, help="longest length of the default list (65536)")
     s.add_argument("--max-step-seconds", type=float, default=None,
-                   help="stop an attention's sweep after a training step this long (default 20 CPU, 10 CUDA)")
+                   help="stop an attention's sweep after a training step this long (default 20 CPU, 10 CUDA); "
+                        "without --scaling, a warm-up step this long ends the warm-up and one step is timed "
+                        "(recorded as over_budget; default no cap)")
     s.add_argument("--fit-points", type=int, default=4, help="longest lengths the slope is fitted on (default 4)")
 
 

@@ -108,8 +108,8 @@ def make_executor(args):
     if args.executor == "slurm":
         if args.partition:
             params["slurm_partition"] = args.partition
-        if args.parallel:
-            params["slurm_array_parallelism"] = args.parallel
+        if args.parallel or args.jobs:
+            params["slurm_array_parallelism"] = args.parallel or args.jobs
         if args.slurm:
             params["slurm_additional_parameters"] = dict(args.slurm)
     executor.update_parameters(**params)
@@ -135,8 +135,7 @@ def cmd_sweep(args) -> int:
     executor = make_executor(args)
     runs = Path(args.results_dir) / "runs"
     before = set(runs.glob("*.json")) if runs.exists() else set()
-    with executor.batch():  # one array job on SLURM
-        jobs = [executor.submit(CellJob(c.argv)) for c in todo]
+    jobs = submit(executor, todo, args)
     for cell, job in zip(todo, jobs):
         print(f"[sweep] {cell.task} / {cell.attention} / seed {cell.seed}: job {job.job_id}", flush=True)
     print(f"[sweep] logs: {executor.folder}", flush=True)
@@ -162,6 +161,24 @@ def cmd_sweep(args) -> int:
                 print(f"    {line}")
     grid.summarize(cells, "sweep")
     return 0 if all(c.outcome in ("ok", "skipped") for c in cells) else 1
+
+
+def submit(executor, todo: list, args) -> list:
+    """Submit every cell: on SLURM as one job array (--parallel / --jobs cap it there); with the
+    local executor and --jobs K, K jobs at a time, the next submitted as one ends (the local
+    executor alone would start them all at once)."""
+    width = args.jobs or 0
+    if args.executor != "local" or width < 1 or width >= len(todo):
+        with executor.batch():  # one array job on SLURM
+            return [executor.submit(CellJob(c.argv)) for c in todo]
+    if args.no_wait:
+        raise ConfigError("--jobs with --executor local waits to submit each job as another ends; drop --no-wait")
+    jobs: list = []
+    for cell in todo:
+        while sum(not j.done() for j in jobs) >= width:
+            time.sleep(0.5)
+        jobs.append(executor.submit(CellJob(cell.argv)))
+    return jobs
 
 
 def _log_tail(job, lines: int = 20) -> list[str]:

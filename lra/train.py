@@ -358,9 +358,11 @@ def stop_on_signals():
         return
 
     def handler(signum, frame):
-        if flag["signum"] is not None and signum == signal.SIGINT:
+        if flag["signum"] == signal.SIGINT and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C leaves at once
-        flag["signum"] = signum
+        # A grid forwards SIGTERM to its cells on Ctrl-C, which the terminal also sent them: the
+        # two arrive in either order, and only a second Ctrl-C means "leave now".
+        flag["signum"] = signal.SIGINT if signal.SIGINT in (signum, flag["signum"]) else signum
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:

@@ -4,6 +4,7 @@ or training subprocess (through PYTHONPATH), exactly as a third-party package wo
 
     toy-linear   elu(x)+1 linear attention (Katharopoulos et al., 2020), O(N d^2)
     toy-crash    raises a RuntimeError in its core: a broken method must not end a sweep
+    toy-exit     ends its process in its core (exit status 3): a crash that takes the process with it
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-NAMES = ("toy-linear", "toy-crash")
+NAMES = ("toy-linear", "toy-crash", "toy-exit")
 
 SOURCE = textwrap.dedent('''
     import torch
@@ -39,6 +40,16 @@ SOURCE = textwrap.dedent('''
 
         def core(self, q, k, v, mask):
             raise RuntimeError("toy-crash: deliberate failure in the attention core")
+
+
+    @register("toy-exit")
+    class ToyExit(AttentionBase):
+        """Ends its process (test plugin)."""
+
+        def core(self, q, k, v, mask):
+            import os
+
+            os._exit(3)
 ''')
 
 

@@ -123,6 +123,29 @@ def test_bench_cli_records_oom_and_crash_and_keeps_going(plugin, tmp_path, capsy
     assert "oom" in out and "toy-linear" in out
 
 
+def test_one_process_per_task_survives_crashes_and_records_every_cell(plugin, tmp_path, capsys):
+    """--isolation task (the CUDA default): the cells of a task share one fresh process; an error
+    in a cell is recorded and the process goes on, a crash that ends the process is recorded as
+    failed with its exit status and a fresh process takes the cells left."""
+    results = tmp_path / "r"
+    code = main(["bench", "--task", "listops", "--attention", "toy-linear,toy-exit,toy-crash,softmax",
+                 "--isolation", "task", "--batch-size", "2", "--seq-len", "64", "--warmup-steps", "1", "--steps", "1",
+                 "--min-seconds", "0", "--device", "cpu", "--results-dir", str(results)])
+    out = capsys.readouterr().out
+    assert code == 1 and "4 cells in one fresh process" in out
+    recs = {r["attention"]: r for r in read_records(results)}
+    assert set(recs) == {"toy-linear", "toy-exit", "toy-crash", "softmax"}
+    assert recs["toy-exit"]["status"] == "failed" and "exited with status 3" in recs["toy-exit"]["error"]
+    assert recs["toy-crash"]["status"] == "failed" and "deliberate failure" in recs["toy-crash"]["error"]
+    pid = {name: {p.get("pid") for p in r["bench"]["phases"].values()} for name, r in recs.items()}
+    assert len(pid["toy-linear"]) == 1 and pid["toy-linear"] != pid["softmax"]  # a fresh process after the crash
+    assert pid["toy-crash"] == pid["softmax"]  # an error inside a measurement does not end its process
+    for name in ("toy-linear", "softmax"):
+        assert recs[name]["status"] == "ok" and recs[name]["metrics"]["train_throughput"] > 0
+        for phase in recs[name]["bench"]["phases"].values():
+            assert phase["isolation"] == "one process per task" and phase["allocated_before_mb"] is None
+
+
 def test_skip_existing_and_unknown_names(plugin, tmp_path, capsys):
     results = tmp_path / "r"
     args = ["bench", "--attention", "toy-linear", "--batch-size", "2", "--seq-len", "64", "--phases", "eval",

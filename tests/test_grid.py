@@ -2,6 +2,7 @@
 which one cell crashes and the others still run."""
 
 import argparse
+import os
 
 import pytest
 
@@ -93,3 +94,102 @@ def test_grid_validates_every_cell_before_running(tmp_path, capsys):
     assert code == 2
     assert "unknown attention 'sofmax'" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_packed_grid_prepares_data_once_and_runs_cells_side_by_side(plugin, tmp_path, capsys):
+    """--jobs 2: the smoke set is generated once before the cells start (two cells generating it
+    at once would collide), every cell still writes its own record, and output lines carry the
+    cell's name."""
+    results, data = tmp_path / "r", tmp_path / "data"
+    code = main(["train", "--task", "listops", "--attention", "softmax,toy-linear", "--jobs", "2",
+                 "--preset", "smoke", "--steps", "4", "--eval-every", "4", "--batch-size", "8", "--seq-len", "64",
+                 "--set", 'data.generator={"train": 48, "val": 16, "test": 16, "min_length": 10, "max_length": 60}',
+                 "--data-dir", str(data), "--results-dir", str(results)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.count("[lra] generating a listops dataset") == 1
+    recs = {r["attention"]: r for r in read_records(results)}
+    assert recs["softmax"]["status"] == recs["toy-linear"]["status"] == "ok"
+    shared = max(1, (os.cpu_count() or 1) // 2)  # the cores shared out between the two
+    assert recs["softmax"]["env"]["device_name"].endswith(f"{shared} threads)") or "OMP_NUM_THREADS" in os.environ
+    assert "up to 2 at once" in out and "[listops/softmax/s0] [lra] training" in out
+    assert "[listops/toy-linear/s0] [lra] training" in out and "2 ok" in out
+
+
+def test_ctrl_c_reaches_every_packed_cell_which_checkpoints(listops_dir, tmp_path):
+    """SIGINT to the grid alone: it forwards SIGTERM to both running cells, each writes its
+    checkpoint, and the grid says how to continue."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    results = tmp_path / "r"
+    cmd = [sys.executable, "-m", "lra.cli", "train", "--task", "listops", "--attention", "softmax,linear",
+           "--jobs", "2", "--steps", "100000", "--eval-every", "100000", "--batch-size", "4", "--seq-len", "32",
+           "--set", "data.subdir=", "--set", "data.generate=false", "--data-dir", str(listops_dir),
+           "--results-dir", str(results)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if sum("[lra] training" in l for l in seen) == 2:
+            break
+    time.sleep(1.0)  # both inside their loops
+    proc.send_signal(signal.SIGINT)
+    out = "".join(seen) + proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, out
+    assert out.count("sending SIGTERM") == 2
+    assert len(list((results / "checkpoints").glob("*/last.pt"))) == 2, out
+    assert "2 interrupted" in out and "--resume" in out
+    assert not (results / "runs").exists() or not list((results / "runs").glob("*.json"))
+
+
+def test_pool_refuses_stops_at_the_deadline_and_prefixes_output(capsys):
+    """The pool under packed grids (lra/core/isolation.py): at most `width` at once, an admission
+    refusal noted, the deadline stopping what runs (SIGTERM) and starting nothing more."""
+    import sys
+    import time
+
+    from lra.core.isolation import Job, Pool, child_env, run_pool
+
+    sleeper = [sys.executable, "-c", "import sys, time; print('up', flush=True); time.sleep(60)"]
+    jobs = [Job(f"j{i}", sleeper, child_env()) for i in range(4)]
+    t0 = time.monotonic()
+    stopped = run_pool(jobs, Pool(width=2, admit=lambda j: "no room" if j.name == "j1" else None,
+                                  deadline=time.monotonic() + 3.0, label="t"))
+    assert stopped == "deadline" and time.monotonic() - t0 < 30
+    states = {j.name: (j.state, j.returncode, j.note) for j in jobs}
+    assert states["j1"] == ("not started", None, "no room")
+    assert states["j0"][:2] == states["j2"][:2] == ("finished", -15)  # two at once, both stopped
+    assert states["j3"][0] == "not started" and "deadline" in states["j3"][2]
+    out = capsys.readouterr().out
+    assert "[j0] up" in out and "[j2] up" in out and out.count("sending SIGTERM") == 2
+
+
+def test_sweep_local_jobs_submits_k_at_a_time():
+    from types import SimpleNamespace
+
+    from lra import sweep
+
+    class FakeJob:
+        def __init__(self, pool):
+            self.polls, self.pool = 0, pool
+
+        def done(self):
+            self.polls += 1
+            return self.polls > 2
+
+    class FakeExecutor:
+        def __init__(self):
+            self.jobs, self.most = [], 0
+
+        def submit(self, fn):
+            self.jobs.append(FakeJob(self))
+            self.most = max(self.most, sum(j.polls <= 2 for j in self.jobs))
+            return self.jobs[-1]
+
+    ex = FakeExecutor()
+    cells = [SimpleNamespace(argv=["train"]) for _ in range(5)]
+    out = sweep.submit(ex, cells, SimpleNamespace(jobs=2, executor="local", no_wait=False))
+    assert len(out) == 5 and ex.most <= 2

@@ -224,3 +224,37 @@ def test_records_written_with_the_old_impl_names_read_as_the_new_ones(tmp_path):
     (tmp_path / "runs" / "a.json").write_text(json.dumps(old))
     rec, = read_records(tmp_path)
     assert rec["attention_options"] == {"impl": "reference"} and rec["config"]["attention_options"] == {"impl": "fast"}
+
+
+def test_table6_gives_quick_and_paper_accuracy_their_own_rows_and_a_cuda_table_beside_the_cpu_one(tmp_path):
+    """A campaign's report: CUDA and CPU Table 6 each under their own heading (CUDA first), the
+    quick preset's accuracy in a row of its own, labelled, never averaged with paper or smoke."""
+    gpu = {**ENV, "device": "cuda", "device_name": "NVIDIA Test GPU", "dtype": "bfloat16", "cuda": "13.0"}
+    recs = write_all(tmp_path, [
+        record("listops", "softmax", kind="bench", train_tp=100.0, mem=400.0),
+        record("listops", "softmax", kind="bench", train_tp=9000.0, mem=800.0, env=gpu),
+        record("listops", "softmax", preset="smoke", acc=20.0),
+        record("listops", "softmax", preset="quick", acc=30.0),
+        record("listops", "softmax", preset="paper", acc=37.0),
+    ])
+    md = build_report(recs).markdown
+    t6 = md[md.index("## Table 6"):md.index("### Every bench record")]
+    assert t6.index("### NVIDIA Test GPU, bfloat16") < t6.index("### Test CPU")
+    assert cell(t6, "| ListOps (2k)", "softmax", offset=0) == "37.00"
+    assert split(t6.split("| ListOps (2k)")[1].splitlines()[0])[2] == "ours (paper preset)"
+    quick = t6.split("| ListOps (2k)")[1].splitlines()[1]
+    assert split(quick)[2] == "ours (quick preset: a tenth of the paper's steps)" and "30.00" in quick
+    assert "20.00" not in t6  # the smoke check stays in Table 4
+    assert "one row per preset: paper, quick" in md
+
+
+def test_report_include_reads_another_folder_and_cites_it(tmp_path, capsys):
+    campaign, reference = tmp_path / "campaign", tmp_path / "reference"
+    write_all(campaign, [record("listops", "softmax", preset="quick", acc=30.0)])
+    write_all(reference, [record("listops", "softmax", kind="bench", train_tp=100.0, mem=400.0)])
+    assert main(["report", "--results-dir", str(campaign), "--include", str(reference), "--no-figures",
+                 "--quiet"]) == 0
+    md = (campaign / "LEADERBOARD.md").read_text()
+    assert "and under `../reference/runs/`" in md and "record ../reference/runs/listops-softmax-smoke" in md
+    assert "100.0 [S" in md and "30.00" in md
+    assert main(["report", "--results-dir", str(campaign), "--include", str(tmp_path / "nope")]) == 2

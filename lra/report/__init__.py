@@ -3,6 +3,7 @@
     lra report                                   results/runs/*.json -> results/LEADERBOARD.md + PNGs
     lra report --results-dir R --out R/board.md  elsewhere
     lra report --check                           exit 1 if the file on disk is not what would be generated
+    lra report --results-dir C --include results  a campaign's records beside the reference ones
 
 What goes in (every record under <results-dir>/runs/):
 - training records (`kind` "train", from `lra train` / `run_lra.py`): accuracy. Table 4 has one
@@ -32,6 +33,7 @@ document.py puts them in order and figures.py draws the PNGs.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -54,6 +56,9 @@ def add_parser(sub) -> None:
     p.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR, help=f"where the records are (default {DEFAULT_RESULTS_DIR})")
     p.add_argument("--out", default=None, help="markdown file to write (default <results-dir>/LEADERBOARD.md); "
                                                "figures go beside it")
+    p.add_argument("--include", action="append", default=[], metavar="DIR",
+                   help="also read the records under DIR/runs (e.g. a campaign's beside the reference results); "
+                        "repeatable")
     p.add_argument("--baseline", default=None, help="attention the ratios are to (default: the paper's, softmax)")
     p.add_argument("--no-figures", action="store_true", help="write the markdown only")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if --out differs from what would be "
@@ -70,7 +75,14 @@ def cmd_report(args) -> int:
     out = Path(args.out) if args.out else results / "LEADERBOARD.md"
     if args.baseline is not None:
         attentions.get(args.baseline)  # unknown names fail with the valid ones
-    report = build_report(read_records(results), args.baseline)
+    records = read_records(results)
+    for folder in args.include:
+        if not (Path(folder) / "runs").is_dir():
+            raise ConfigError(f"--include {folder}: {Path(folder) / 'runs'} does not exist")
+        for r in read_records(folder):
+            r["_rel"] = os.path.relpath(r["_path"], out.parent)  # cited from where the report is
+            records.append(r)
+    report = build_report(records, args.baseline, [os.path.relpath(f, out.parent) for f in args.include])
     if args.check:
         current = out.read_text() if out.exists() else None
         if current != report.markdown:
@@ -80,10 +92,15 @@ def cmd_report(args) -> int:
         print(f"{out} is up to date")
         return 0
     out.parent.mkdir(parents=True, exist_ok=True)
-    if not args.no_figures:
-        for name, draw in sorted(report.figures.items()):
-            draw(out.parent / name)
     atomic_write_text(out, report.markdown)
+    if not args.no_figures:
+        try:
+            for name, draw in sorted(report.figures.items()):
+                draw(out.parent / name)
+        except ModuleNotFoundError as exc:  # matplotlib, on a bare machine: the markdown is written
+            print(f"[report] figures not drawn: the package {exc.name!r} is not installed (pip install {exc.name})",
+                  file=sys.stderr)
+            args.no_figures = True
     if not args.quiet:
         print(report.markdown)
     figs = "" if args.no_figures else f" and {len(report.figures)} figure(s): {', '.join(sorted(report.figures))}"

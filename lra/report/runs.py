@@ -82,7 +82,8 @@ class Run:
 
     @property
     def rel(self) -> str:
-        return "runs/" + Path(self.rec.get("_path", self.id + ".json")).name
+        """Where the record is, from the report's folder (records of another folder carry `_rel`)."""
+        return self.rec.get("_rel") or "runs/" + Path(self.rec.get("_path", self.id + ".json")).name
 
 
 def load_runs(records: list[dict], labeler: Labeler) -> list[Run]:
