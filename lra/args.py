@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from lra.core.config import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR, RunConfig, set_field
+from lra.core.config import DEFAULT_CACHE_DIR, DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR, RunConfig, set_field
 from lra.core.identity import config_dict
 from lra.core.names import split_names
 from lra.core.presets import PRESETS, make_config
@@ -55,8 +55,15 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("where and how")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     r.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=f"where datasets live (default {DEFAULT_DATA_DIR}, env LRA_DATA_DIR)")
-    r.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR, help=f"where records go (default {DEFAULT_RESULTS_DIR}, env LRA_RESULTS_DIR)")
-    r.add_argument("--resume", action="store_true", help="continue from this run's last checkpoint")
+    r.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR,
+                   help=f"where records and checkpoints go (default {DEFAULT_RESULTS_DIR}, env LRA_RESULTS_DIR)")
+    r.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR,
+                   help="where the prepared (tokenised) data is cached (default: <data-dir>/.cache, env LRA_CACHE_DIR); "
+                        "for data on read-only storage")
+    r.add_argument("--resume", action="store_true",
+                   help="continue from this run's last checkpoint (with a larger --steps: extend the run)")
+    r.add_argument("--restart", action="store_true",
+                   help="discard this run's unfinished checkpoint and start again from step 0")
     r.add_argument("--checkpoint-every", type=int, default=None, metavar="K",
                    help="write a checkpoint every K steps (default: at every evaluation)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -71,7 +78,7 @@ def config_from_args(args) -> RunConfig:
     (task,) = split_names(args.task)
     attention = split_names(args.attention)
     cfg = make_config(task, args.preset, seed=args.seed, device=args.device, data_dir=args.data_dir,
-                      results_dir=args.results_dir)
+                      results_dir=args.results_dir, cache_dir=args.cache_dir)
     if attention:
         (cfg.attention,) = attention
     cfg.attention_options = dict(args.option)

@@ -66,8 +66,9 @@ from lra.args import key_value
 from lra.core.config import DEFAULT_RESULTS_DIR
 from lra.core.identity import config_dict, measurement_key
 from lra.core.names import expand_attentions, expand_tasks
-from lra.core.records import read_records
+from lra.core.records import read_records, saved_in
 from lra.measurements import CPU_TOKENS, BenchCell, base_config, choose_batch, fmt, make_plan, measure_cell
+from lra_base.atomic import check_writable
 
 
 # --- the command ------------------------------------------------------------------------------
@@ -92,7 +93,8 @@ def add_parser(sub) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of the weights and the random batch")
     r = p.add_argument_group("where and how")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    r.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR, help=f"default {DEFAULT_RESULTS_DIR}")
+    r.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR,
+                   help=f"where records go (default {DEFAULT_RESULTS_DIR}, env LRA_RESULTS_DIR)")
     r.add_argument("--warmup-steps", type=int, help="untimed steps first (default: 2 on CPU, 10 on CUDA)")
     r.add_argument("--steps", type=int, help="timed steps, at least (default: 5 on CPU, 20 on CUDA)")
     r.add_argument("--min-seconds", type=float, help="keep timing until this many seconds (default 3 CPU, 2 CUDA)")
@@ -134,6 +136,8 @@ def recorded_cells(results_dir) -> dict:
 def cmd_bench(args) -> int:
     plan = make_plan(args)
     task_names, attention_names = expand_tasks(args.task), expand_attentions(args.attention)
+    check_writable(Path(args.results_dir) / "runs", "the measurements' records",
+                   "pass --results-dir DIR, a folder you can write (or set LRA_RESULTS_DIR)")
     if args.scaling:
         return scaling.run(args, plan, task_names, attention_names)
     cells = plan_cells(args, task_names, attention_names, plan.device.type)
@@ -152,8 +156,8 @@ def cmd_bench(args) -> int:
         cfg = cell.config
         print(f"[bench] {cell.task} / {cell.attention}: batch {cfg.train.batch_size} x length {cfg.data.seq_len}"
               f" ({cell.batch_reason})", flush=True)
-        record = measure_cell(args, plan, cell)
-        failures += record["status"] != "ok"
+        record = measure_cell(args, plan, cell)  # a record that cannot be written is kept elsewhere, and said
+        failures += record["status"] != "ok" or not saved_in(record["_path"], args.results_dir)
         rows.append(table_row(record, record["status"]))
         m = record["metrics"]
         print(f"[bench]   {record['status']}: train {fmt(m['train_throughput'], '.1f')} samples/s, "
