@@ -82,7 +82,7 @@ def config_from_args(args) -> RunConfig:
     if attention:
         (cfg.attention,) = attention
     cfg.attention_options = dict(args.option)
-    cfg.data.options = dict(args.task_option)
+    cfg.data.options = {**cfg.data.options, **dict(args.task_option)}  # the preset's (smoke), then the user's
     for flag, key in OVERRIDES.items():
         if getattr(args, flag) is not None:
             set_field(cfg, key, getattr(args, flag))

@@ -64,6 +64,9 @@ class Smoke:
 
     seq_len: int
     generator: Optional[dict] = None  # generator options; None = the task has no generator
+    # Task options of the smoke run (e.g. an easier difficulty that learns within the budget); they
+    # are recorded with every run as the data options, so a smoke record says what it ran on.
+    options: Optional[dict] = None
     max_train: Optional[int] = None
     max_val: Optional[int] = None
     max_test: Optional[int] = None

@@ -39,7 +39,7 @@ def make_config(task: str, preset: str = "smoke", **top) -> RunConfig:
         synthetic = s.generator is not None
         data = DataConfig(seq_len=s.seq_len, subdir="smoke" if synthetic else "", generate=synthetic,
                           generator=dict(s.generator or {}), max_train=s.max_train, max_val=s.max_val,
-                          max_test=s.max_test)
+                          max_test=s.max_test, options=dict(s.options or {}))
     cfg = RunConfig(task=task, preset=preset, model=ModelConfig(), train=train, data=data)
     for key, value in top.items():
         setattr(cfg, key, value)

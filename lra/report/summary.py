@@ -42,7 +42,8 @@ def summary(records: list[dict]) -> list[str]:
     lines = [f"{len(runs)} records ({failed} not ok)"]
     rows = accuracy_rows(runs)
     if rows:
-        lines += ["", tabulate(rows[:MAX_ROWS], headers=["preset", "task", "attention", "seeds", "test acc %"])]
+        lines += ["", tabulate(rows[:MAX_ROWS], headers=["preset", "task", "attention", "seeds", "test acc %"],
+                                    disable_numparse=True)]
         if len(rows) > MAX_ROWS:
             lines.append(f"... and {len(rows) - MAX_ROWS} more rows in the file")
     measured = bench_lines(runs)
