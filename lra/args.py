@@ -20,6 +20,15 @@ OVERRIDES = {"steps": "train.steps", "batch_size": "train.batch_size", "lr": "tr
              "num_workers": "data.num_workers"}
 
 
+class NameList(argparse.Action):
+    """Names that accumulate over repeats: `--attention a --attention b,c` is a, b and c (plain
+    nargs="+" would keep only the last). A first use replaces the default."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        current = getattr(namespace, self.dest, None)
+        setattr(namespace, self.dest, (list(current) if current and current is not self.default else []) + list(values))
+
+
 def key_value(text: str) -> tuple[str, str]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
@@ -30,9 +39,9 @@ def key_value(text: str) -> tuple[str, str]:
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """What to run, overrides of the preset, where and how: `lra train`, `lra sweep`, grid cells."""
     g = p.add_argument_group("what to run")
-    g.add_argument("--task", nargs="+", default=["listops"], metavar="NAME",
+    g.add_argument("--task", nargs="+", action=NameList, default=["listops"], metavar="NAME",
                    help="task name (see `lra list`); default listops. Several (or `all`) run a grid")
-    g.add_argument("--attention", nargs="+", default=None, metavar="NAME",
+    g.add_argument("--attention", nargs="+", action=NameList, default=None, metavar="NAME",
                    help="attention name (see `lra list`); default: the suite's headline method. "
                         "Several (or `all`) run a grid")
     g.add_argument("--preset", default="smoke", help=f"{' | '.join(PRESETS)} (default smoke)")

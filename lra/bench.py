@@ -62,7 +62,7 @@ from tabulate import tabulate
 
 import tasks
 from lra import scaling
-from lra.args import key_value
+from lra.args import NameList, key_value
 from lra.core.config import DEFAULT_RESULTS_DIR
 from lra.core.identity import config_dict, measurement_key
 from lra.core.names import expand_attentions, expand_tasks
@@ -78,9 +78,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="throughput and peak memory without training to convergence",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("what to measure")
-    g.add_argument("--task", nargs="+", default=["listops"], metavar="NAME",
+    g.add_argument("--task", nargs="+", action=NameList, default=["listops"], metavar="NAME",
                    help="task names (comma lists too), or all (default listops)")
-    g.add_argument("--attention", nargs="+", required=True, metavar="NAME",
+    g.add_argument("--attention", nargs="+", action=NameList, required=True, metavar="NAME",
                    help="one or more attention names (comma lists too), or all")
     g.add_argument("-o", "--option", action="append", type=key_value, default=[], metavar="KEY=VALUE",
                    help="attention option for every listed attention (repeatable)")

@@ -300,7 +300,8 @@ def train(r: Run, state: State, timer: Stopwatch, memory: PeakMemory, stop: dict
 def evaluate_dev(r: Run, state: State, timer: Stopwatch, bar, resume_timing: bool) -> None:
     """A dev evaluation (outside the timed training), the best weights kept, the score logged."""
     timer.stop()
-    acc = evaluate(r.model, r.data["val"], r.cfg, r.rt, limit=r.cfg.train.eval_samples)
+    acc = evaluate(r.model, r.data["val"], r.cfg, r.rt, limit=r.cfg.train.eval_samples,
+                   progress=None if bar.disable else f"step {state.step}: dev")
     keep_best(r, state, acc)
     if not bar.disable:
         bar.write(f"step {state.step}: dev accuracy {acc:.2f}% (best {state.best_acc:.2f}% at step {state.best_step})")

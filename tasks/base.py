@@ -76,6 +76,7 @@ class Smoke:
     steps: int = 200
     batch_size: int = 32
     eval_every: int = 50
+    lr: float = 1e-3
 
 
 @dataclass
