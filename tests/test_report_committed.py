@@ -9,7 +9,8 @@ from pathlib import Path
 from lra.report import build_report
 from lra.core.records import REQUIRED_KEYS, read_records
 
-RESULTS = Path(__file__).resolve().parent.parent / "results" / "reference"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results" / "reference"
 
 
 def test_committed_leaderboard_is_generated_from_the_committed_records():
@@ -33,7 +34,7 @@ def test_figures_do_not_depend_on_the_process_hash_seed(tmp_path):
     import subprocess
     import sys
 
-    root = RESULTS.parent
+    root = ROOT
     pngs = []
     for seed in ("1", "2"):
         out = tmp_path / seed / "LEADERBOARD.md"

@@ -101,14 +101,15 @@ def cmd_report(args) -> int:
     if not args.check:
         check_writable(out.parent, "the report", "pass --out FILE in a folder you can write")
     records = read_records(results)
-    report = build_report(records, args.baseline, reference=args.reference)
+    reference = args.reference or results.resolve() == REFERENCE_DIR  # its header names its own regeneration
+    report = build_report(records, args.baseline, reference=reference)
     if args.with_reference:
         if not (REFERENCE_DIR / "runs").is_dir():
             raise ConfigError(f"--with-reference: no reference records at {REFERENCE_DIR / 'runs'} (they come with "
                               "a clone of the suite's repository)")
         report = with_reference(report, build_report(read_records(REFERENCE_DIR), args.baseline, reference=True))
     if args.check:
-        return check(out, report, results, args.reference)
+        return check(out, report, results, reference)
     if not args.no_figures:
         for name, draw in sorted(report.figures.items()):
             draw(out.parent / name)
