@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from lra.core.config import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR, RunConfig, set_field
+from lra.core.config import DEFAULT_CACHE_DIR, DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR, RunConfig, set_field
 from lra.core.identity import config_dict
 from lra.core.names import split_names
 from lra.core.presets import PRESETS, make_config
@@ -18,6 +18,15 @@ from lra.core.presets import PRESETS, make_config
 OVERRIDES = {"steps": "train.steps", "batch_size": "train.batch_size", "lr": "train.lr", "warmup": "train.warmup",
              "eval_every": "train.eval_every", "seq_len": "data.seq_len", "precision": "train.precision",
              "num_workers": "data.num_workers"}
+
+
+class NameList(argparse.Action):
+    """Names that accumulate over repeats: `--attention a --attention b,c` is a, b and c (plain
+    nargs="+" would keep only the last). A first use replaces the default."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        current = getattr(namespace, self.dest, None)
+        setattr(namespace, self.dest, (list(current) if current and current is not self.default else []) + list(values))
 
 
 def key_value(text: str) -> tuple[str, str]:
@@ -30,9 +39,9 @@ def key_value(text: str) -> tuple[str, str]:
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """What to run, overrides of the preset, where and how: `lra train`, `lra sweep`, grid cells."""
     g = p.add_argument_group("what to run")
-    g.add_argument("--task", nargs="+", default=["listops"], metavar="NAME",
+    g.add_argument("--task", nargs="+", action=NameList, default=["listops"], metavar="NAME",
                    help="task name (see `lra list`); default listops. Several (or `all`) run a grid")
-    g.add_argument("--attention", nargs="+", default=None, metavar="NAME",
+    g.add_argument("--attention", nargs="+", action=NameList, default=None, metavar="NAME",
                    help="attention name (see `lra list`); default: the suite's headline method. "
                         "Several (or `all`) run a grid")
     g.add_argument("--preset", default="smoke", help=f"{' | '.join(PRESETS)} (default smoke)")
@@ -55,8 +64,15 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("where and how")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     r.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help=f"where datasets live (default {DEFAULT_DATA_DIR}, env LRA_DATA_DIR)")
-    r.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR, help=f"where records go (default {DEFAULT_RESULTS_DIR}, env LRA_RESULTS_DIR)")
-    r.add_argument("--resume", action="store_true", help="continue from this run's last checkpoint")
+    r.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR,
+                   help=f"where records and checkpoints go (default {DEFAULT_RESULTS_DIR}, env LRA_RESULTS_DIR)")
+    r.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR,
+                   help="where the prepared (tokenised) data is cached (default: <data-dir>/.cache, env LRA_CACHE_DIR); "
+                        "for data on read-only storage")
+    r.add_argument("--resume", action="store_true",
+                   help="continue from this run's last checkpoint (with a larger --steps: extend the run)")
+    r.add_argument("--restart", action="store_true",
+                   help="discard this run's unfinished checkpoint and start again from step 0")
     r.add_argument("--checkpoint-every", type=int, default=None, metavar="K",
                    help="write a checkpoint every K steps (default: at every evaluation)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -74,11 +90,11 @@ def config_from_args(args) -> RunConfig:
     (task,) = split_names(args.task)
     attention = split_names(args.attention)
     cfg = make_config(task, args.preset, seed=args.seed, device=args.device, data_dir=args.data_dir,
-                      results_dir=args.results_dir)
+                      results_dir=args.results_dir, cache_dir=args.cache_dir)
     if attention:
         (cfg.attention,) = attention
     cfg.attention_options = dict(args.option)
-    cfg.data.options = dict(args.task_option)
+    cfg.data.options = {**cfg.data.options, **dict(args.task_option)}  # the preset's (smoke), then the user's
     for flag, key in OVERRIDES.items():
         if getattr(args, flag) is not None:
             set_field(cfg, key, getattr(args, flag))

@@ -45,7 +45,7 @@ import torch
 from tabulate import tabulate
 
 import attentions
-from lra.args import key_value
+from lra.args import NameList, key_value
 from lra.core.env import environment, memory_total_mb
 from lra.core.isolation import PACKAGE_ROOT, child_env, is_oom, killed_by_oom_killer, run_captured, set_memory_limit
 from lra.core.measure import Timing, time_steps
@@ -287,7 +287,7 @@ def bench_environment(device: str) -> dict:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--attention", nargs="+", default=None, metavar="NAME",
+    p.add_argument("--attention", nargs="+", action=NameList, default=None, metavar="NAME",
                    help="attentions to measure (default: every registered one except presets)")
     p.add_argument("--n", nargs="+", type=int, default=list(DEFAULT_NS), metavar="N",
                    help=f"sequence lengths (default {' '.join(map(str, DEFAULT_NS))})")

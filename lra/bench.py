@@ -65,14 +65,15 @@ from tabulate import tabulate
 
 import tasks
 from lra import scaling
-from lra.args import key_value
+from lra.args import NameList, key_value
 from lra.bench_task import measure_task
 from lra.core.config import DEFAULT_RESULTS_DIR
 from lra.core.identity import config_dict, measurement_key
 from lra.core.env import load_average
 from lra.core.names import expand_attentions, expand_tasks
-from lra.core.records import read_records
+from lra.core.records import read_records, saved_in
 from lra.measurements import CPU_TOKENS, BenchCell, base_config, choose_batch, fmt, make_plan, measure_cell
+from lra_base.atomic import check_writable
 
 
 # --- the command ------------------------------------------------------------------------------
@@ -82,9 +83,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="throughput and peak memory without training to convergence",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("what to measure")
-    g.add_argument("--task", nargs="+", default=["listops"], metavar="NAME",
+    g.add_argument("--task", nargs="+", action=NameList, default=["listops"], metavar="NAME",
                    help="task names (comma lists too), or all (default listops)")
-    g.add_argument("--attention", nargs="+", required=True, metavar="NAME",
+    g.add_argument("--attention", nargs="+", action=NameList, required=True, metavar="NAME",
                    help="one or more attention names (comma lists too), or all")
     g.add_argument("-o", "--option", action="append", type=key_value, default=[], metavar="KEY=VALUE",
                    help="attention option for every listed attention (repeatable)")
@@ -97,7 +98,8 @@ def add_parser(sub) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of the weights and the random batch")
     r = p.add_argument_group("where and how")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    r.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR, help=f"default {DEFAULT_RESULTS_DIR}")
+    r.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR,
+                   help=f"where records go (default {DEFAULT_RESULTS_DIR}, env LRA_RESULTS_DIR)")
     r.add_argument("--warmup-steps", type=int, help="untimed steps first (default: 2 on CPU, 10 on CUDA)")
     r.add_argument("--steps", type=int, help="timed steps, at least (default: 5 on CPU, 20 on CUDA)")
     r.add_argument("--min-seconds", type=float, help="keep timing until this many seconds (default 3 CPU, 2 CUDA)")
@@ -145,6 +147,8 @@ def recorded_cells(results_dir) -> dict:
 def cmd_bench(args) -> int:
     plan = make_plan(args)
     task_names, attention_names = expand_tasks(args.task), expand_attentions(args.attention)
+    check_writable(Path(args.results_dir) / "runs", "the measurements' records",
+                   "pass --results-dir DIR, a folder you can write (or set LRA_RESULTS_DIR)")
     if args.scaling:
         return scaling.run(args, plan, task_names, attention_names)
     cells = plan_cells(args, task_names, attention_names, plan.device.type)
@@ -166,7 +170,8 @@ def cmd_bench(args) -> int:
     if args.ratio_to:
         print_ratios(rows, args.ratio_to)
     print(f"[bench] load average {load_average()} at the end (the measurements record theirs)")
-    return 1 if any(r["status"] != "ok" for r in records) else 0
+    # a record that could not be written where asked was kept elsewhere (and said): still a failure
+    return 1 if any(r["status"] != "ok" or not saved_in(r["_path"], args.results_dir) for r in records) else 0
 
 
 def cell_key(cell: BenchCell, plan) -> str:

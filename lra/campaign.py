@@ -55,7 +55,7 @@ from tabulate import tabulate
 
 from lra import campaign_stages as stages
 from lra.campaign_plan import Stopped
-from lra.core.config import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR
+from lra.core.config import DEFAULT_DATA_DIR, DEFAULT_RESULTS_DIR, REFERENCE_DIR
 from lra.core.env import git_sha, pick_device
 from lra.core.records import now
 from lra_base.atomic import atomic_write, atomic_write_text
@@ -135,7 +135,7 @@ def settings(args) -> Campaign:
     jobs = args.jobs if args.jobs is not None else (8 if device == "cuda" else 2 if args.tiny else 1)
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
-    reference = None if args.reference_dir == "none" else Path(args.reference_dir or stages.reference_dir())
+    reference = None if args.reference_dir == "none" else Path(args.reference_dir or REFERENCE_DIR)
     return Campaign(results, data, device, args.tiny, jobs, args.budget_minutes * 60, chosen,
                     Path(args.archive or results / ARCHIVE), reference)
 

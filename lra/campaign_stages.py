@@ -51,13 +51,6 @@ def auto_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def reference_dir() -> Path:
-    """The committed reference results of this checkout (their CPU Table 6 sits beside a
-    campaign's own): results/reference when the checkout has it, else results."""
-    ref = PACKAGE_ROOT / "results" / "reference"
-    return ref if (ref / "runs").is_dir() else PACKAGE_ROOT / "results"
-
-
 def run_child(cmd: list[str], deadline: float) -> int | str:
     """Run `cmd` in a session of its own, its output streamed (lines, no progress bars: the log
     keeps it); "deadline" if it had to be killed."""

@@ -9,8 +9,10 @@
     lra campaign --device cuda --budget-minutes 9                   a device session -> the leaderboard
 
 Each command lives in its own module with its `add_parser`; this one only assembles them. Errors
-a user can cause print one clear message (no traceback) and exit with status 2. Set LRA_DEBUG=1
-to see the traceback anyway.
+a user can cause print one clear message (no traceback) and exit with status 2; a file-system
+failure no check foresaw prints its one line (the file and the reason) and exits with status 1;
+output piped into a reader that stops early (`lra ... | head`) ends quietly. Set LRA_DEBUG=1 to
+see the traceback anyway.
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # inside the try: a closed pipe shows here, not at interpreter exit
+        return code
     except train.Interrupted as exc:
         print(f"stopped: {exc}", file=sys.stderr)
         return 128 + exc.signum
@@ -80,6 +84,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: this needs the package {exc.name!r}, which is not installed (pip install {exc.name}); "
               "everything else runs without it", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader has what it wanted; nothing more can be printed
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13  # as a process ended by SIGPIPE
+    except OSError as exc:
+        if os.environ.get("LRA_DEBUG"):
+            raise
+        print(f"error: {exc} (LRA_DEBUG=1 shows where)", file=sys.stderr)
+        return 1
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:

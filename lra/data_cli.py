@@ -27,7 +27,7 @@ from tabulate import tabulate
 import attentions
 import tasks
 from lra.args import key_value
-from lra.core.config import DEFAULT_DATA_DIR
+from lra.core.config import DEFAULT_CACHE_DIR, DEFAULT_DATA_DIR
 from lra.core.data import BatchView
 from lra.core.isolation import is_oom
 from lra.core.model import build_model
@@ -35,33 +35,18 @@ from lra.core.measure import Timing, time_steps
 from lra.core.presets import make_config
 from lra.core.step import Precision, TrainStep
 from lra.measurements import CPU_TOKENS, choose_batch
-from lra_base.errors import ConfigError, LRAError
+from lra_base.atomic import check_writable
+from lra_base.errors import AlreadyDone, ConfigError, LRAError
 from tasks.download import SOURCES, download
 
-MAX_SKIPPED_FRACTION = 0.01  # verify: more unreadable items than this makes a split broken
+CACHE_HELP = "where the prepared data is cached (default <data-dir>/.cache, env LRA_CACHE_DIR)"
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("data", help="generate, download, prepare or verify datasets")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
     dsub.required = True
-
-    g = dsub.add_parser("generate", help="generate a synthetic dataset (listops, pathfinder, pathx) in the release layout")
-    g.add_argument("task")
-    g.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--train", type=int, help="listops: training examples")
-    g.add_argument("--val", type=int, help="listops: validation examples")
-    g.add_argument("--test", type=int, help="listops: test examples")
-    g.add_argument("--images", type=int, help="pathfinder/pathx: images in all (split 80/10/10 when loaded)")
-    g.add_argument("--difficulty", help="pathfinder/pathx: curv_baseline | curv_contour_length_9 | "
-                                        "curv_contour_length_14 (default)")
-    g.add_argument("--per-batch", type=int, help="pathfinder/pathx: images per imgs/<batch> folder (default 1000)")
-    g.add_argument("--workers", type=int, help="processes (default: all cores)")
-    g.add_argument("--force", action="store_true", help="overwrite existing files")
-    g.add_argument("--set", action="append", type=key_value, default=[], metavar="KEY=VALUE",
-                   help="generator option, e.g. --set max_length=1000")
-    g.set_defaults(func=cmd_generate)
+    add_generate(dsub)
 
     d = dsub.add_parser("download", help="fetch the published data (resumable, checksummed)")
     d.add_argument("task", help="a task name, or `all`")
@@ -77,6 +62,7 @@ def add_parser(sub) -> None:
         q.add_argument("task")
         q.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
         q.add_argument("--task-option", action="append", type=key_value, default=[], metavar="KEY=VALUE")
+        q.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help=CACHE_HELP)
         if name == "verify":
             q.add_argument("--json", action="store_true", help="print one JSON object")
         q.set_defaults(func=fn)
@@ -84,6 +70,7 @@ def add_parser(sub) -> None:
     t = dsub.add_parser("throughput", help="loader samples/s per task beside the paper model's training samples/s")
     t.add_argument("tasks", nargs="*", help="tasks (default: all with data under --data-dir)")
     t.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    t.add_argument("--cache-dir", default=DEFAULT_CACHE_DIR, help=CACHE_HELP)
     t.add_argument("--batches", type=int, default=20, help="timed loader batches per task")
     t.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader worker counts to time")
     t.add_argument("--train-steps", type=int, default=2, help="timed training steps (0: skip the model)")
@@ -101,6 +88,25 @@ def add_parser(sub) -> None:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--difficulty", default="curv_contour_length_14")
     e.set_defaults(func=cmd_examples)
+
+
+def add_generate(dsub) -> None:
+    g = dsub.add_parser("generate", help="generate a synthetic dataset (listops, pathfinder, pathx) in the release layout")
+    g.add_argument("task")
+    g.add_argument("--data-dir", default=DEFAULT_DATA_DIR)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--train", type=int, help="listops: training examples")
+    g.add_argument("--val", type=int, help="listops: validation examples")
+    g.add_argument("--test", type=int, help="listops: test examples")
+    g.add_argument("--images", type=int, help="pathfinder/pathx: images in all (split 80/10/10 when loaded)")
+    g.add_argument("--difficulty", help="pathfinder/pathx: curv_baseline | curv_contour_length_9 | "
+                                        "curv_contour_length_14 (default)")
+    g.add_argument("--per-batch", type=int, help="pathfinder/pathx: images per imgs/<batch> folder (default 1000)")
+    g.add_argument("--workers", type=int, help="processes (default: all cores)")
+    g.add_argument("--force", action="store_true", help="overwrite existing files")
+    g.add_argument("--set", action="append", type=key_value, default=[], metavar="KEY=VALUE",
+                   help="generator option, e.g. --set max_length=1000")
+    g.set_defaults(func=cmd_generate)
 
 
 # --- generate --------------------------------------------------------------------------------------
@@ -121,11 +127,15 @@ def cmd_generate(args) -> int:
     unknown = [k for k in options if k not in params and not takes_any]
     if unknown:
         raise ConfigError(f"{task.name} generator has no option {unknown[0]!r}; its options: {', '.join(valid)}")
+    check_writable(args.data_dir, f"the generated {task.name} data", "pass --data-dir DIR, a folder you can write")
     start, cpu0 = time.perf_counter(), _cpu_seconds()
     try:
         where = task.generate(Path(args.data_dir), seed=args.seed, force=args.force, progress=True, **options)
     except TypeError as exc:  # a settings override the generator does not know
         raise ConfigError(f"{task.name} generator: {exc}") from None
+    except AlreadyDone as exc:  # a rerun of the same command: nothing to do, and not a failure
+        print(exc)
+        return 0
     seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu0
     rate = ""
     if "images" in params:
@@ -195,18 +205,19 @@ def cmd_prepare(args) -> int:
     task = tasks.get(args.task)
     for split in task.splits:
         start = time.perf_counter()
-        p = task.prepared(Path(args.data_dir), split, dict(args.task_option))
+        p = task.prepared(Path(args.data_dir), split, dict(args.task_option), args.cache_dir)
         print(f"{task.name}/{split}: {len(p)} examples in {time.perf_counter() - start:.1f}s -> {p.meta['path']}")
     return 0
 
 
-def verify(task, data_dir: Path, options: dict | None = None) -> dict:
+def verify(task, data_dir: Path, options: dict | None = None, cache_dir: str | None = None) -> dict:
     """Per-split statistics of a dataset; `ok` is False if a split is missing, empty, unreadable,
-    has labels outside the task's classes, or lost more than 1% of its items as unreadable."""
+    has labels outside the task's classes, or lost more than 1% of its items as unreadable (the
+    rule training applies too: tasks/base.py PreparedSplit.broken)."""
     report = {"task": task.name, "data_dir": str(data_dir), "ok": True, "splits": {}}
     for split in task.splits:
         try:
-            p = task.prepared(data_dir, split, options)
+            p = task.prepared(data_dir, split, options, cache_dir)
         except LRAError as exc:
             report["ok"] = False
             report["splits"][split] = {"count": 0, "labels": {}, "error": str(exc)}
@@ -229,36 +240,43 @@ def verify(task, data_dir: Path, options: dict | None = None) -> dict:
         if bad:
             report["ok"] = False
             entry["error"] = f"labels outside 0..{task.num_classes - 1}: {bad}"
-        lost = sum(v for k, v in skipped.items() if k.endswith("_images"))
-        if lost > MAX_SKIPPED_FRACTION * (len(p) + lost):
+        if p.broken():
             report["ok"] = False
-            entry["error"] = f"{lost} of {len(p) + lost} items unreadable or missing (more than 1%)"
+            entry["error"] = p.broken()
     return report
 
 
 def cmd_verify(args) -> int:
     task = tasks.get(args.task)
-    report = verify(task, Path(args.data_dir), dict(args.task_option))
+    report = verify(task, Path(args.data_dir), dict(args.task_option), args.cache_dir)
     if args.json:
         print(json.dumps(report, indent=1))
     else:
-        rows = []
-        for split, s in report["splits"].items():
-            if "error" in s and not s["count"]:
-                rows.append([split, 0, "-", "-", s["error"].splitlines()[0]])
-                continue
-            ls = s["lengths"]
-            rows.append([split, s["count"], " ".join(f"{k}:{v}" for k, v in s["labels"].items()),
-                         f"{ls['min']}/{ls['median']:.0f}/{ls['max']}",
-                         ", ".join(f"{k}: {v}" for k, v in s["skipped"].items()) or s.get("error", "-")])
-        print(f"{task.name} under {args.data_dir}")
-        print(tabulate(rows, headers=["split", "count", "labels (label:count)", "length min/median/max",
-                                      "skipped / notes"]))
-        for split, s in report["splits"].items():
-            if s.get("error") and s["count"]:
-                print(f"{split}: {s['error']}")
-        print("OK" if report["ok"] else "BROKEN")
+        print_verify(task, args.data_dir, report)
     return 0 if report["ok"] else 1
+
+
+def print_verify(task, data_dir, report: dict) -> None:
+    """A table of the splits; every error in full below it (a table cell would cut the paths and
+    the fix out of a multi-line message)."""
+    rows = []
+    for split, s in report["splits"].items():
+        if "error" in s and not s["count"]:
+            rows.append([split, 0, "-", "-", "error (below)"])
+            continue
+        ls = s["lengths"]
+        notes = ", ".join(f"{k}: {v}" for k, v in s["skipped"].items()) or "-"
+        rows.append([split, s["count"], " ".join(f"{k}:{v}" for k, v in s["labels"].items()),
+                     f"{ls['min']}/{ls['median']:.0f}/{ls['max']}", notes + ("; error (below)" if "error" in s else "")])
+    print(f"{task.name} under {data_dir}")
+    print(tabulate(rows, headers=["split", "count", "labels (label:count)", "length min/median/max",
+                                  "skipped / notes"]))
+    shown = set()
+    for split, s in report["splits"].items():
+        if s.get("error") and s["error"] not in shown:  # the same missing-data message for every split: once
+            shown.add(s["error"])
+            print(f"{split}: {s['error']}")
+    print("OK" if report["ok"] else "BROKEN")
 
 
 # --- throughput ------------------------------------------------------------------------------------
@@ -303,7 +321,7 @@ def cmd_throughput(args) -> int:
         task = tasks.get(name)
         r = task.recipe
         try:
-            split = task.prepared(data_dir, "train")
+            split = task.prepared(data_dir, "train", cache_dir=args.cache_dir)
         except LRAError as exc:
             if args.tasks:
                 raise

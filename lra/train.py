@@ -8,19 +8,20 @@ One optimisation step is lra/core/step.py's TrainStep, the step `lra bench` time
 tasks only through their description and attentions only through the registry: no branch here
 depends on which task or attention is running.
 
-Reliability: checkpoints (atomic) every `checkpoint_every` steps, on the best dev score and on
-SIGTERM/SIGINT; `resume=True` continues from the last one and ends exactly as an uninterrupted run
-would on CPU (model, optimiser, schedule, scaler, every RNG and the data position are restored;
-the data order is a pure function of (seed, step)). A NaN/inf loss or gradient stops the run as
-"diverged", an out-of-memory error as "oom"; both still write their result record.
+Reliability: the results and checkpoint folders are checked writable before any work;
+checkpoints (atomic) every `checkpoint_every` steps, on the best dev score, on SIGTERM/SIGINT and
+at the last step; `resume=True` continues from the last one and ends exactly as an uninterrupted
+run would on CPU (model, optimiser, schedule, scaler, every RNG and the data position are
+restored; the data order is a pure function of (seed, step)), or extends a run to a larger
+--steps. An unfinished checkpoint is never overwritten by a run started without --resume. A
+NaN/inf loss or gradient stops the run as "diverged", an out-of-memory error as "oom"; both still
+write their result record.
 """
 
 from __future__ import annotations
 
 import signal
-import threading
 import traceback
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,15 +34,17 @@ from lra.args import add_run_arguments, config_from_args
 from lra.core import checkpoint as ckpt
 from lra.core import distributed
 from lra.core.config import RunConfig, validate
-from lra.core.data import TrainBatches, load_splits, loader, provenance, to_device
+from lra.core.data import TrainBatches, load_splits, loader, notes, provenance, to_device
 from lra.core.env import environment, pick_device
 from lra.core.evaluate import evaluate
 from lra.core.identity import config_dict
 from lra.core.isolation import is_oom
 from lra.core.measure import PeakMemory, Stopwatch
 from lra.core.model import Classifier, build_model, count_parameters
-from lra.core.records import METRIC_KEYS, new_run_id, now, print_summary, write_record
-from lra.core.step import Precision, Runtime, TrainStep, step_model, use_deterministic_kernels
+from lra.core.records import METRIC_KEYS, new_run_id, now, print_summary, saved_in, write_record
+from lra.core.signals import stop_on_signals
+from lra.core.step import LossWindow, Precision, Runtime, TrainStep, step_model, use_deterministic_kernels
+from lra_base.atomic import check_writable
 from lra_base.errors import ConfigError, LRAError
 
 
@@ -71,6 +74,7 @@ class State:
     loss_window: list = field(default_factory=lambda: [0.0, 0])  # loss sum and steps since the last log
     timer: dict | None = None
     created_at: str = field(default_factory=now)
+    extensions: list = field(default_factory=list)  # each change of --steps on resume: at which step, from, to
 
 
 @dataclass
@@ -90,7 +94,15 @@ class Run:
 # --- setting up ----------------------------------------------------------------------------------
 
 
-def prepare(cfg: RunConfig, checkpoint_every: int | None) -> Run:
+def check_storage(cfg: RunConfig) -> None:
+    """The record and the checkpoints can be written: found now, not at the end of the work."""
+    if distributed.from_env().is_main:
+        fix = "pass --results-dir DIR, a folder you can write (or set LRA_RESULTS_DIR)"
+        check_writable(Path(cfg.results_dir) / "runs", "the run's record", fix)
+        check_writable(ckpt.directory(cfg), "the run's checkpoints", fix)
+
+
+def prepare(cfg: RunConfig, checkpoint_every: int | None, progress: bool = False) -> Run:
     """Device, process group, data, model and optimiser of a run, in the order that makes a run
     reproducible: the data is loaded (or generated) before the seed, the model built after it."""
     task = tasks.get(cfg.task)
@@ -104,11 +116,13 @@ def prepare(cfg: RunConfig, checkpoint_every: int | None) -> Run:
     if cfg.train.batch_size % dist.world:
         raise ConfigError(f"train.batch_size {cfg.train.batch_size} must be divisible by the {dist.world} processes")
     rt = Runtime(device, Precision(cfg.train.precision, device), dist)
-    data = load_splits(cfg, task) if dist.is_main else None
+    data = load_splits(cfg, task, progress) if dist.is_main else None
     if dist.enabled:  # rank 0 generates / prepares first; the others then read its cache
         distributed.barrier()
         if not dist.is_main:
             data = load_splits(cfg, task)
+    for line in notes(data, task.name) if dist.is_main else []:
+        print(f"[lra] note: {line}", flush=True)
     ckpt.seed_everything(cfg.seed)
     model = build_model(cfg, task).to(device)
     run_model = model
@@ -120,22 +134,24 @@ def prepare(cfg: RunConfig, checkpoint_every: int | None) -> Run:
     return Run(cfg, rt, data, model, step, run_id, ckpt.directory(cfg), checkpoint_every)
 
 
-def restore(run: Run) -> State:
-    """The state saved in the run's last checkpoint (weights, optimiser, RNG restored in place)."""
-    last = run.ck_dir / "last.pt"
-    if not last.exists():
-        if run.rt.dist.is_main:
-            print(f"[lra] --resume: no checkpoint under {run.ck_dir}; starting afresh", flush=True)
-        return State()
-    saved = ckpt.load(last)
-    ckpt.check_compatible(saved["config"], run.cfg, last)
+def restore(run: Run, saved: dict) -> State:
+    """The state of a checkpoint (ckpt.resumable), with the weights, optimiser and RNG restored in
+    place. Extending a finished run (final.pt) makes a new run id: its earlier record stays."""
     run.model.load_state_dict(saved["model"])
     run.step.load_state_dict(saved)
     ckpt.set_rng_state(saved["rng"])
-    run.run_id = saved["run_id"]
     state = State(**saved["state"])
+    extension = saved["_extension"]
+    if saved["_path"].name == ckpt.LAST:
+        run.run_id = saved["run_id"]
+    if extension:
+        state.extensions.append(extension)
     if run.rt.dist.is_main:
-        print(f"[lra] resuming {run.run_id} from {last} at step {state.step}", flush=True)
+        print(f"[lra] resuming {saved['run_id']} from {saved['_path']} at step {state.step}", flush=True)
+        if extension:
+            print(f"[lra] extending it from {extension['from_steps']} to {extension['to_steps']} steps as {run.run_id}: "
+                  f"the schedule continues as one planned for {extension['to_steps']} steps (docs/reliability.md)",
+                  flush=True)
     return state
 
 
@@ -150,7 +166,7 @@ def new_record(run: Run, state: State) -> dict:
         "num_params": count_parameters(run.model), "config": config,
         "env": {**environment(run.rt.device, run.rt.precision.dtype), "world_size": run.rt.dist.world},
         "created_at": state.created_at, "kind": "train", "attention_info": run.model.attention_info(),
-        "data": provenance(run.data),
+        "data": provenance(run.data), "extensions": state.extensions,
     }
 
 
@@ -158,19 +174,24 @@ def new_record(run: Run, state: State) -> dict:
 
 
 def run(cfg: RunConfig, *, resume: bool = False, checkpoint_every: int | None = None,
-        progress: bool = True) -> dict:
+        progress: bool = True, restart: bool = False) -> dict:
     """Train, evaluate and test one configuration; returns (and writes) its result record."""
     validate(cfg)
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ConfigError(f"--checkpoint-every must be >= 1, got {checkpoint_every}")
     config_dict(cfg)  # unknown attention or task options fail here, before any work
     tasks.get(cfg.task).resolve_options(cfg.data.options)
-    r = prepare(cfg, checkpoint_every)
-    state = restore(r) if resume else State()
+    check_storage(cfg)
+    saved = ckpt.resumable(cfg, resume, restart)
+    if resume and saved is None and distributed.from_env().is_main:
+        print(f"[lra] --resume: no checkpoint under {ckpt.directory(cfg)}; starting afresh", flush=True)
+    r = prepare(cfg, checkpoint_every, progress)
+    state = restore(r, saved) if saved else State()
     record = new_record(r, state)
     timer, memory = Stopwatch(r.rt.device), PeakMemory(r.rt.device)
     if state.timer:
         timer.load_state_dict(state.timer)
+    memory.start()  # from this process's first step: the first steps allocate what later ones reuse
     try:
         with stop_on_signals() as stop:
             train(r, state, timer, memory, stop, progress)
@@ -196,15 +217,18 @@ def test(r: Run, state: State, record: dict, timer: Stopwatch, memory: PeakMemor
     eval_timer = Stopwatch(r.rt.device)
     acc = evaluate(r.model, r.data["test"], r.cfg, r.rt, eval_timer, progress="testing" if progress else None)
     m = record["metrics"]
+    peak, why = memory.reported()
     m.update(test_accuracy=acc, best_val_accuracy=state.best_acc, train_throughput=timer.rate(),
-             eval_throughput=eval_timer.rate(), peak_memory_mb=memory.peak_mb())
+             eval_throughput=eval_timer.rate(), peak_memory_mb=peak)
     m.update(best_step=state.best_step, final_train_loss=state.last_loss, peak_memory_method=memory.method,
              train_seconds=timer.seconds)
+    if why:
+        m["peak_memory_note"] = why
     if state.aux[1]:
         m["aux_loss_mean"] = state.aux[0] / state.aux[1]
     record["status"] = "ok"
     if r.rt.dist.is_main:  # finished: nothing to resume; best.pt stays as the trained model
-        (r.ck_dir / "last.pt").unlink(missing_ok=True)
+        (r.ck_dir / ckpt.LAST).unlink(missing_ok=True)
 
 
 def finish(r: Run, record: dict, state: State) -> None:
@@ -216,36 +240,6 @@ def finish(r: Run, record: dict, state: State) -> None:
 
 
 # --- the loop ------------------------------------------------------------------------------------
-
-
-class LossWindow:
-    """The running sum of the training loss since the last log point. It stays on the device (no
-    sync per step) and is part of the checkpoint, so a resumed run logs exactly the same curve."""
-
-    def __init__(self, saved: list, device: torch.device):
-        self.sum = torch.tensor(saved[0], device=device)
-        self.count = saved[1]
-
-    def add(self, loss: torch.Tensor) -> None:
-        self.sum += loss
-        self.count += 1
-
-    def take_mean(self, rt: Runtime) -> float:
-        """The mean since the last log point, averaged over ranks; the window starts again."""
-        mean = float(self.sum) / self.count
-        if rt.dist.enabled:
-            mean = distributed.all_reduce_sum([mean], rt.device)[0] / rt.dist.world
-        self.sum.zero_()
-        self.count = 0
-        return mean
-
-    def saved(self, rt: Runtime) -> list:
-        # Collective under DDP (every rank saves at the same step): the saved sum is the ranks'
-        # average, so the sum over ranks, and with it the next logged loss, is preserved.
-        total = float(self.sum)
-        if rt.dist.enabled:
-            total = distributed.all_reduce_sum([total], rt.device)[0] / rt.dist.world
-        return [total, self.count]
 
 
 def train(r: Run, state: State, timer: Stopwatch, memory: PeakMemory, stop: dict, progress: bool) -> None:
@@ -265,8 +259,7 @@ def train(r: Run, state: State, timer: Stopwatch, memory: PeakMemory, stop: dict
     r.step.run_model.train()
     while state.step < t.steps:
         if state.step - first_step == min(t.timing_warmup, t.steps - first_step - 1):
-            memory.start()  # the first steps (allocator warm-up, lazy init) stay out of the figures
-            timer.start()
+            timer.start()  # the first steps (allocator warm-up, lazy init) stay out of the throughput
         loss, aux, bad = r.step(to_device(next(it), rt.device))
         nonfinite |= bad
         timer.count(t.batch_size)  # global samples per step
@@ -289,22 +282,25 @@ def train(r: Run, state: State, timer: Stopwatch, memory: PeakMemory, stop: dict
             bar.set_postfix(loss=f"{state.last_loss:.4f}", dev="-" if dev is None else f"{dev:.1f}",
                             samples_s=f"{rate:.0f}" if rate else "-")
         if r.checkpoint_every and step % r.checkpoint_every == 0 and not last:
-            save_last(r, state, timer, window)
+            save_checkpoint(r, state, timer, window)
         if stopping:
             timer.stop()
-            save_last(r, state, timer, window)
+            save_checkpoint(r, state, timer, window)
             bar.close()
             signum = stop["signum"] or signal.SIGTERM  # a rank told by another rank
             raise Interrupted(f"{signal.Signals(signum).name} received at step {step}: checkpoint written to "
-                              f"{r.ck_dir / 'last.pt'}; continue with the same command and --resume", signum)
+                              f"{r.ck_dir / ckpt.LAST}; continue with the same command and --resume", signum)
     timer.stop()
     bar.close()
+    if r.checkpoint_every:  # the finished state, which `--resume --steps N` extends
+        save_checkpoint(r, state, timer, window, ckpt.FINAL)
 
 
 def evaluate_dev(r: Run, state: State, timer: Stopwatch, bar, resume_timing: bool) -> None:
     """A dev evaluation (outside the timed training), the best weights kept, the score logged."""
     timer.stop()
-    acc = evaluate(r.model, r.data["val"], r.cfg, r.rt, limit=r.cfg.train.eval_samples)
+    acc = evaluate(r.model, r.data["val"], r.cfg, r.rt, limit=r.cfg.train.eval_samples,
+                   progress=None if bar.disable else f"step {state.step}: dev")
     keep_best(r, state, acc)
     if not bar.disable:
         bar.write(f"step {state.step}: dev accuracy {acc:.2f}% (best {state.best_acc:.2f}% at step {state.best_step})")
@@ -313,12 +309,12 @@ def evaluate_dev(r: Run, state: State, timer: Stopwatch, bar, resume_timing: boo
         timer.start()
 
 
-def save_last(r: Run, state: State, timer: Stopwatch, window: LossWindow) -> None:
+def save_checkpoint(r: Run, state: State, timer: Stopwatch, window: LossWindow, name: str = ckpt.LAST) -> None:
     """Checkpoint everything a resumed run needs to continue exactly (collective under DDP)."""
     saved_window = window.saved(r.rt)
     if r.rt.dist.is_main:
         saved_state = {**vars(state), "timer": timer.state_dict(), "loss_window": saved_window}
-        ckpt.save(r.ck_dir / "last.pt", {
+        ckpt.save(r.ck_dir / name, {
             "run_id": r.run_id, "config": config_dict(r.cfg), "model": r.model.state_dict(), **r.step.state_dict(),
             "rng": ckpt.rng_state(), "state": saved_state})
 
@@ -345,31 +341,8 @@ def keep_best(r: Run, state: State, acc: float) -> None:
         state.best_acc, state.best_step = acc, state.step
         state.best_model = {k: v.detach().to("cpu", copy=True) for k, v in r.model.state_dict().items()}
         if r.rt.dist.is_main and r.checkpoint_every:
-            ckpt.save(r.ck_dir / "best.pt", {"run_id": r.run_id, "step": state.step, "val_accuracy": acc,
+            ckpt.save(r.ck_dir / ckpt.BEST, {"run_id": r.run_id, "step": state.step, "val_accuracy": acc,
                                              "config": config_dict(r.cfg), "model": state.best_model})
-
-
-@contextmanager
-def stop_on_signals():
-    """Turn SIGTERM/SIGINT into a flag the loop checks after each step (main thread only)."""
-    flag = {"signum": None}
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def handler(signum, frame):
-        if flag["signum"] == signal.SIGINT and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C leaves at once
-        # A grid forwards SIGTERM to its cells on Ctrl-C, which the terminal also sent them: the
-        # two arrive in either order, and only a second Ctrl-C means "leave now".
-        flag["signum"] = signal.SIGINT if signal.SIGINT in (signum, flag["signum"]) else signum
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield flag
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 # --- the command ---------------------------------------------------------------------------------
@@ -387,9 +360,11 @@ def cmd_train(args) -> int:
     cfg = config_from_args(args)
     every = args.checkpoint_every if args.checkpoint_every is not None else cfg.train.eval_every
     try:
-        record = run(cfg, resume=args.resume, checkpoint_every=every, progress=not args.no_progress)
+        record = run(cfg, resume=args.resume, checkpoint_every=every, progress=not args.no_progress,
+                     restart=args.restart)
     finally:
         distributed.shutdown()
-    if distributed.from_env().is_main:  # under torchrun, one summary
-        print_summary([record])
-    return 0 if record["status"] == "ok" else 1
+    if not distributed.from_env().is_main:  # under torchrun, one summary
+        return 0
+    print_summary([record])
+    return 0 if record["status"] == "ok" and saved_in(record["path"], cfg.results_dir) else 1

@@ -7,8 +7,10 @@ into batches with real padding masks); it never branches on a task's name.
 
 Prepared data. The first load of a split reads the source files once and writes the tokens to a
 cache folder, memory-mapped afterwards:
-    <data_dir>/.cache/<task>/<key>/<split>/{tokens.bin, lengths.npy, labels.npy, meta.json}
-The key hashes the task, its format version, its options and each source file's path, size and
+    <cache_dir>/<task>/<key>/<split>/{tokens.bin, lengths.npy, labels.npy, meta.json}
+with <cache_dir> = <data_dir>/.cache unless given (`--cache-dir`, LRA_CACHE_DIR: data on read-only
+shared storage keeps its cache elsewhere; one cache folder can serve several data folders, since
+the key names each source file by its full path). The key hashes the task, its format version, its options and each source file's path, size and
 modification time, so a changed file or option never reuses a stale cache. A cache is built in a
 temporary folder and renamed into place when complete, so a half-written one is never read.
 
@@ -31,12 +33,16 @@ from typing import ClassVar, Iterable, Iterator, Optional
 import numpy as np
 from tqdm import tqdm
 
+from lra_base.atomic import check_writable
 from lra_base.errors import ConfigError, DataError, MissingDataError
 from lra_base.typed import make_options
 
 SPLITS = ("train", "val", "test")
 RELEASE = "lra_release"
 CACHE_DIR = ".cache"
+# A split that lost more than this fraction of its items (unreadable or missing files) is broken:
+# `lra data verify` says so and training refuses it; below it both say how many were skipped.
+MAX_LOST_FRACTION = 0.01
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,9 @@ class Smoke:
 
     seq_len: int
     generator: Optional[dict] = None  # generator options; None = the task has no generator
+    # Task options of the smoke run (e.g. an easier difficulty that learns within the budget); they
+    # are recorded with every run as the data options, so a smoke record says what it ran on.
+    options: Optional[dict] = None
     max_train: Optional[int] = None
     max_val: Optional[int] = None
     max_test: Optional[int] = None
@@ -67,6 +76,7 @@ class Smoke:
     steps: int = 200
     batch_size: int = 32
     eval_every: int = 50
+    lr: float = 1e-3
 
 
 @dataclass
@@ -167,16 +177,21 @@ class Task:
         }
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
-    def prepared(self, data_dir: str | Path, split: str, options: dict | None = None) -> "PreparedSplit":
-        """The split as memory-mapped arrays, from the cache or built into it now."""
+    def prepared(self, data_dir: str | Path, split: str, options: dict | None = None,
+                 cache_dir: str | Path | None = None) -> "PreparedSplit":
+        """The split as memory-mapped arrays, from the cache (under `cache_dir`, default
+        <data_dir>/.cache) or built into it now."""
         if split not in self.splits:
             raise ConfigError(f"task {self.name!r} has no split {split!r}; splits: {', '.join(self.splits)}")
         data_dir = Path(data_dir)
         opts = self.resolve_options(options)
         key = self.cache_key(data_dir, split, opts)
-        final = data_dir / CACHE_DIR / self.name / key / split
+        cache = Path(cache_dir) if cache_dir else data_dir / CACHE_DIR
+        final = cache / self.name / key / split
         if (final / "meta.json").exists():
             return PreparedSplit.open(final)
+        check_writable(cache, f"the prepared {self.name}/{split} data (a cache built once)",
+                       "put the cache elsewhere with --cache-dir DIR (or LRA_CACHE_DIR=DIR)")
         return self._build_cache(data_dir, split, opts, final)
 
     def _build_cache(self, data_dir: Path, split: str, opts, final: Path) -> "PreparedSplit":
@@ -255,6 +270,19 @@ class PreparedSplit:
     @property
     def token_offset(self) -> int:
         return self.meta["token_offset"]
+
+    @property
+    def lost(self) -> int:
+        """Items of the source that could not be read (unreadable or missing files); other skip
+        notes (content truncated to the task's length) lose nothing."""
+        return sum(v for k, v in self.meta.get("skipped", {}).items() if k.endswith("_images"))
+
+    def broken(self) -> str | None:
+        """Why this split is unusable (more than MAX_LOST_FRACTION of its items lost), or None."""
+        total = len(self) + self.lost
+        if self.lost > MAX_LOST_FRACTION * total:
+            return f"{self.lost} of {total} items unreadable or missing (more than {MAX_LOST_FRACTION:.0%})"
+        return None
 
 
 def locate(data_dir: Path, relative: str) -> tuple[Optional[Path], list[Path]]:

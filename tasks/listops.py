@@ -32,7 +32,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 from tqdm import tqdm
 
 from lra_base.atomic import atomic_write
-from lra_base.errors import ConfigError, DataError
+from lra_base.errors import AlreadyDone, ConfigError, DataError
 from tasks.base import Example, Recipe, Smoke, Task, locate
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
@@ -197,6 +197,14 @@ def generate_rows(total: int, *, seed: int = 0, min_length: int = 500, max_lengt
     return rows
 
 
+def _manifest(folder: Path) -> dict | None:
+    """The settings a finished generation wrote (GENERATED.json comes last), or None."""
+    try:
+        return json.loads((folder / "GENERATED.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 class _Serial:
     def __enter__(self):
         return self
@@ -258,10 +266,16 @@ class ListOps(Task):
                  max_length=2000, max_depth=10, max_args=10, workers=None, force=False, progress=False):
         """Write basic_{train,val,test}.tsv under DIR/lra_release/listops-1000/."""
         folder = Path(data_dir) / "lra_release" / FOLDER
+        sizes = {"train": train, "val": val, "test": test}
+        settings = dict(seed=seed, min_length=min_length, max_length=max_length, max_depth=max_depth,
+                        max_args=max_args, **sizes)
         existing = [folder / f for f in FILES.values() if (folder / f).exists()]
         if existing and not force:
-            raise ConfigError(f"{existing[0]} already exists; pass --force to overwrite the ListOps files in {folder}")
-        sizes = {"train": train, "val": val, "test": test}
+            if len(existing) == len(FILES) and _manifest(folder) == {"generator": "lra listops", **settings}:
+                raise AlreadyDone(f"{folder} is already complete ({train} / {val} / {test} examples, the same "
+                                  "settings): nothing to do (--force generates it again)")
+            raise ConfigError(f"{existing[0]} already exists (other settings, or not made by this generator); "
+                              f"pass --force to overwrite the ListOps files in {folder}")
         if min(sizes.values()) < 1:
             raise ConfigError(f"every split needs at least one example, got {sizes}")
         rows = generate_rows(train + val + test, seed=seed, min_length=min_length, max_length=max_length,
@@ -270,7 +284,5 @@ class ListOps(Task):
         for split in ("train", "val", "test"):
             write_tsv(folder / FILES[split], rows[start : start + sizes[split]])
             start += sizes[split]
-        settings = dict(seed=seed, min_length=min_length, max_length=max_length, max_depth=max_depth,
-                        max_args=max_args, **sizes)
         (folder / "GENERATED.json").write_text(json.dumps({"generator": "lra listops", **settings}, indent=1))
         return folder

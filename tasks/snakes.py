@@ -59,7 +59,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from lra_base.atomic import atomic_write_text
-from lra_base.errors import ConfigError
+from lra_base.errors import AlreadyDone, ConfigError
 
 DIFFICULTIES = {"curv_baseline": 6, "curv_contour_length_9": 9, "curv_contour_length_14": 14}
 INK = 0.1  # a dash's pixels: where its (unscaled) sprite reaches this
@@ -579,12 +579,28 @@ def batch_labels(n: int, rng: np.random.Generator) -> np.ndarray:
     return labels
 
 
-def write_batch(job) -> int:
-    """Draw batch `batch` (`count` images) into `root`; the metadata file is written last."""
+_DRAWN = None  # a worker process's shared count of drawn images (set by _count_into), for the progress bar
+
+
+def _count_into(counter) -> None:
+    global _DRAWN
+    _DRAWN = counter
+
+
+def _drawn(n: int = 1) -> None:
+    if _DRAWN is not None:
+        with _DRAWN.get_lock():
+            _DRAWN.value += n
+
+
+def write_batch(job, tick=_drawn) -> int:
+    """Draw batch `batch` (`count` images) into `root`; the metadata file is written last.
+    `tick(n)` is told of every image drawn (or found done), for a progress bar by image."""
     root, s, seed, batch, count = job
     root = Path(root)
     meta = root / "metadata" / f"{batch}.npy"
     if meta.exists():
+        tick(count)
         return 0  # done by an earlier (interrupted) run with the same settings
     rng = _batch_rng(seed, s, batch)
     labels = batch_labels(count, rng)
@@ -596,6 +612,7 @@ def write_batch(job) -> int:
         sample = draw_sample(s, int(labels[k]), rng, sprites)
         Image.fromarray(sample.image, mode="L").save(folder / f"sample_{k}.png", optimize=False)
         lines.append(metadata_line(s, batch, k, sample.label, sample.margin))
+        tick(1)
     meta.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(meta, "\n".join(lines) + "\n")
     return count
@@ -621,7 +638,8 @@ def generate(root: Path, s: Settings, *, images: int, seed: int = 0, per_batch: 
         if not same:
             raise ConfigError(f"{root} holds a dataset generated with other settings; pass --force to replace it")
         if old.get("complete"):
-            raise ConfigError(f"{root} is already complete ({images} images); pass --force to draw it again")
+            raise AlreadyDone(f"{root} is already complete ({images} images, the same settings): nothing to do "
+                              "(--force draws it again)")
     elif (root / "metadata").exists() and not force:
         raise ConfigError(f"{root} already holds Pathfinder data not made by this generator; pass --force to replace it")
     if force:
@@ -632,24 +650,30 @@ def generate(root: Path, s: Settings, *, images: int, seed: int = 0, per_batch: 
     path.write_text(json.dumps({**manifest, "complete": False}, indent=1))
     jobs = [(str(root), s, seed, b, min(per_batch, images - b * per_batch)) for b in range(-(-images // per_batch))]
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-    bar = None
-    if progress:
-        bar = tqdm(total=images, desc=f"pathfinder{s.size}", unit="img")
-    if workers == 1:
-        for job in jobs:
-            n = write_batch(job)
-            if bar:
-                bar.update(job[4])
-    else:
-        ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
-        with ctx.Pool(workers) as pool:
-            for job, _ in zip(jobs, pool.imap(write_batch, jobs)):
-                if bar:
-                    bar.update(job[4])
-    if bar:
+    bar = tqdm(total=images, desc=f"pathfinder{s.size}", unit="img", disable=not progress, mininterval=0.5)
+    try:
+        if workers == 1:
+            for job in jobs:
+                write_batch(job, tick=bar.update)
+        else:
+            draw_in_pool(jobs, workers, bar)
+    finally:
         bar.close()
     path.write_text(json.dumps({**manifest, "complete": True}, indent=1))
     return manifest
+
+
+def draw_in_pool(jobs: list, workers: int, bar) -> None:
+    """The batches in worker processes; the bar follows a shared count of images drawn."""
+    ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
+    drawn = ctx.Value("l", 0)
+    with ctx.Pool(workers, initializer=_count_into, initargs=(drawn,)) as pool:
+        result = pool.map_async(write_batch, jobs, chunksize=1)
+        while not result.ready():
+            result.wait(0.25)
+            bar.update(drawn.value - bar.n)
+        result.get()  # a worker's exception, raised here
+    bar.update(drawn.value - bar.n)
 
 
 def example_grid(size: int, out: Path, *, per_label: int = 4, seed: int = 0, scale: int | None = None,

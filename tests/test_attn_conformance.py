@@ -39,12 +39,13 @@ def test_shape_dtype_and_finite_gradients(name):
     x, mask = inputs()
     x.requires_grad_(True)
     y = call(layer, x, mask)
-    assert y.shape == x.shape and y.dtype == x.dtype
-    assert torch.isfinite(y).all()
+    assert y.shape == x.shape and y.dtype == x.dtype, \
+        f"{name}: core(q, k, v, mask) must return a tensor shaped like v, (B, H, N, d), got {tuple(y.shape)}"
+    assert torch.isfinite(y).all(), f"{name}: NaN or inf in the output; keep normalisers away from 0 (add eps)"
     (y * mask[..., None]).square().sum().backward()
-    assert torch.isfinite(x.grad).all()
+    assert torch.isfinite(x.grad).all(), f"{name}: NaN or inf in the input gradient; check divisions and roots"
     for pname, p in layer.named_parameters():
-        assert p.grad is None or torch.isfinite(p.grad).all(), pname
+        assert p.grad is None or torch.isfinite(p.grad).all(), f"{name}: non-finite gradient of parameter {pname}"
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -54,8 +55,10 @@ def test_padded_content_does_not_leak(name):
     noisy = torch.where(mask[..., None], x, 100 * torch.randn_like(x))
     with torch.no_grad():
         a, b = call(layer, x, mask), call(layer, noisy, mask)
-    assert torch.isfinite(b).all()
-    torch.testing.assert_close(a[mask], b[mask], rtol=1e-4, atol=1e-5)
+    assert torch.isfinite(b).all(), f"{name}: large values at padded positions make the output non-finite"
+    torch.testing.assert_close(a[mask], b[mask], rtol=1e-4, atol=1e-5, msg=lambda m: (
+        f"{name}: real outputs change with what padded positions hold; zero padded keys and values "
+        f"(mask: (B, N), True = real) before any sum over keys\n{m}"))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -66,7 +69,8 @@ def test_padding_further_does_not_change_real_outputs(name):
     mask2 = torch.cat([mask, torch.zeros(x.shape[0], 19, dtype=torch.bool)], dim=1)
     with torch.no_grad():
         a, b = call(layer, x, mask), call(layer, x2, mask2)
-    torch.testing.assert_close(a[mask], b[:, : x.shape[1]][mask], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(a[mask], b[:, : x.shape[1]][mask], rtol=1e-4, atol=1e-5, msg=lambda m: (
+        f"{name}: more padding changes the real outputs; normalise over the real keys, never over N\n{m}"))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -75,7 +79,8 @@ def test_seeded_determinism(name):
     with torch.no_grad():
         a = call(make(name, seed=5), x, mask)
         b = call(make(name, seed=5), x, mask)
-    assert torch.equal(a, b)
+    assert torch.equal(a, b), (f"{name}: two layers built and run with the same seed differ; draw random "
+                               "numbers from torch's seeded generator only")
 
 
 # --- numerics, memory, documentation ------------------------------------------------------------
@@ -98,11 +103,13 @@ def test_bf16_autocast_long_sequence_with_large_inputs_stays_finite(name, device
     mask = torch.arange(N, device=device)[None, :] < 4000
     with torch.autocast(device, dtype=torch.bfloat16):
         y = call(layer, x, mask)
-    assert torch.isfinite(y).all()
+    bf16 = (f"{name}: non-finite under bf16 autocast at N = 4096 with large inputs; the core runs in float32 "
+            "(AttentionBase), so stabilise exponentials (subtract a max) and keep normalisers away from 0")
+    assert torch.isfinite(y).all(), bf16
     (y.float() * mask[..., None]).square().mean().backward()
-    assert torch.isfinite(x.grad).all()
+    assert torch.isfinite(x.grad).all(), bf16 + " (input gradient)"
     for pname, p in layer.named_parameters():
-        assert p.grad is None or torch.isfinite(p.grad).all(), pname
+        assert p.grad is None or torch.isfinite(p.grad).all(), bf16 + f" (gradient of {pname})"
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -115,8 +122,9 @@ def test_padding_does_not_leak_under_bf16_autocast(name, device):
     noisy = torch.where(mask[..., None], x, 100 * torch.randn_like(x))
     with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16):
         a, b = call(layer, x, mask), call(layer, noisy, mask)
-    assert torch.isfinite(b).all()
-    torch.testing.assert_close(a[mask].float(), b[mask].float(), rtol=2e-2, atol=2e-2)
+    assert torch.isfinite(b).all(), f"{name}: large values at padded positions make the bf16 output non-finite"
+    torch.testing.assert_close(a[mask].float(), b[mask].float(), rtol=2e-2, atol=2e-2, msg=lambda m: (
+        f"{name}: under bf16 autocast, real outputs change with what padded positions hold; mask padded keys\n{m}"))
 
 
 class LargestTensor(TorchDispatchMode):
@@ -160,16 +168,23 @@ def test_linear_methods_never_hold_an_n_by_n_tensor(name):
     """No tensor anywhere in forward or backward comes near one head's N x N matrix."""
     N = 2048
     rec = largest_tensor(name, N)
-    assert rec.largest < N * N / 4, f"{name}: {rec.largest} elements from {rec.op}"
+    assert rec.largest < N * N / 4, (f"{name}: {rec.largest} elements from {rec.op}, about an N x N tensor; "
+                                     "remove `linear_memory = True` or avoid materialising it")
 
 
 @pytest.mark.parametrize("name", BASES)
 def test_documented_equation_options_and_complexity(name):
     """Each attention's file documents every option (the lead-in docstring or the class's), and
-    the registry has its one-line description and complexity for `lra list`."""
+    the registry has its one-line description and complexity for `lra list`. Each failure says
+    what to add (the README's "Adding an attention" lists the same)."""
     entry = attentions.get(name)
-    doc = (sys.modules[entry.cls.__module__].__doc__ or "") + (entry.cls.__doc__ or "")
-    assert entry.description and entry.complexity.startswith("O(")
-    assert "Paper:" in doc or "Vaswani" in doc
+    module = sys.modules.get(entry.cls.__module__)
+    doc = (getattr(module, "__doc__", None) or "") + (entry.cls.__doc__ or "")
+    assert entry.description, f"{name}: give the class a docstring; its first line is the description `lra list` shows"
+    assert (entry.complexity or "").startswith("O("), \
+        f'{name}: register it with its cost, e.g. @attentions.register("{name}", complexity="O(N d^2)")'
+    assert "Paper:" in doc or "Vaswani" in doc, \
+        f"{name}: add a line 'Paper: <authors, title, venue year>' to the class docstring (where the method comes from)"
     for field in attentions.option_fields(name):
-        assert f"{field.name} (" in doc, f"{name}: option {field.name!r} is not documented"
+        assert f"{field.name} (" in doc, (f"{name}: option {field.name!r} is not documented; add a line "
+                                          f"'{field.name} (type, default): what it does' to the class docstring")

@@ -114,3 +114,58 @@ def test_missing_real_data_fails_with_the_places_looked(task, tmp_path, capsys):
     report = json.loads(out)
     assert code == 1 and all(s["count"] == 0 for s in report["splits"].values())
     assert f"lra data download {task}" in report["splits"]["train"]["error"]
+
+
+def test_generating_complete_data_again_says_so_and_succeeds(tmp_path, capsys):
+    argv = ["data", "generate", "listops", "--data-dir", str(tmp_path), "--train", "20", "--val", "4", "--test", "4",
+            "--set", "min_length=5", "--set", "max_length=40", "--workers", "1"]
+    assert run(capsys, *argv)[0] == 0
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and "already complete" in out and "nothing to do" in out
+    code, _, err = run(capsys, *argv[:-4], "--train", "30", "--workers", "1")  # other settings: still refused
+    assert code == 2 and "--force" in err
+
+
+def test_verify_prints_the_whole_missing_data_message(tmp_path, capsys):
+    code, out, _ = run(capsys, "data", "verify", "listops", "--data-dir", str(tmp_path / "empty"))
+    assert code == 1 and "BROKEN" in out
+    assert "Looked for:" in out and "basic_train.tsv" in out and "lra data download listops" in out  # paths and fix
+
+
+def pathfinder_with_bad_images(root, n: int, bad: list):
+    import numpy as np
+    from lra_fixtures import write_pathfinder_release
+
+    rng = np.random.default_rng(0)
+    imgs = [(rng.integers(0, 256, (32, 32), dtype=np.uint8), i % 2) for i in range(n)]
+    for i in bad:
+        imgs[i] = (b"", 1)  # an empty file, like the release's known broken image
+    write_pathfinder_release(root, 32, "curv_baseline", imgs)
+    from lra.core.presets import make_config
+
+    cfg = make_config("pathfinder", "smoke", data_dir=str(root), attention="softmax")
+    cfg.data.subdir, cfg.data.generate, cfg.data.options = "", False, {"difficulty": "curv_baseline"}
+    return cfg
+
+
+def test_verify_and_training_agree_on_lost_items_and_both_say_it(tmp_path, capsys):
+    import tasks
+    from lra.core.data import load_splits, notes
+    from lra_base.errors import DataError
+
+    task = tasks.get("pathfinder")
+    from tasks.pathfinder import split_indices
+
+    in_train = int(split_indices(300, "train", 0)[0])
+    few = pathfinder_with_bad_images(tmp_path / "few", 300, [in_train])  # 1 of 240: skipped, and said
+    code, out, _ = run(capsys, "data", "verify", "pathfinder", "--data-dir", few.data_dir,
+                       "--task-option", "difficulty=curv_baseline")
+    assert code == 0 and "OK" in out and "unreadable_images: 1" in out
+    said = notes(load_splits(few, task), "pathfinder")
+    assert len([line for line in said if "unreadable or missing item(s) skipped" in line]) == 1
+    many = pathfinder_with_bad_images(tmp_path / "many", 40, [0, 7])  # 2 of 40: broken for both
+    code, out, _ = run(capsys, "data", "verify", "pathfinder", "--data-dir", many.data_dir,
+                       "--task-option", "difficulty=curv_baseline")
+    assert code == 1 and "BROKEN" in out and "unreadable or missing (more than 1%)" in out
+    with pytest.raises(DataError, match=r"unreadable or missing \(more than 1%\).*lra data verify pathfinder"):
+        load_splits(many, task)

@@ -116,3 +116,93 @@ def test_configuration_is_checked_before_any_work(listops_dir, tmp_path, section
     with pytest.raises(ConfigError):
         train.run(cfg, progress=False)
     assert not (tmp_path / "runs").exists()
+
+
+# --- storage: checked before any work, and a finished result is never lost --------------------
+
+
+def blocked(tmp_path):
+    """A folder no one can write, even root: a plain file stands where its parent should be."""
+    (tmp_path / "a-file").write_text("in the way")
+    return tmp_path / "a-file" / "results"
+
+
+def test_an_unwritable_results_folder_stops_the_run_before_any_work(tmp_path):
+    from lra_base.errors import StorageError
+    from tests.test_train import tiny_config
+
+    cfg = tiny_config(tmp_path / "no-data-here", blocked(tmp_path))  # data is never looked at
+    with pytest.raises(StorageError) as err:
+        train.run(cfg, progress=False)
+    message = str(err.value)
+    assert "\n" not in message and str(blocked(tmp_path) / "runs") in message and "--results-dir" in message
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
+                    reason="root writes into read-only folders")
+def test_a_read_only_results_folder_stops_the_run_before_any_work(tmp_path):
+    from lra_base.errors import StorageError
+    from tests.test_train import tiny_config
+
+    results = tmp_path / "results"
+    results.mkdir()
+    results.chmod(0o555)
+    try:
+        with pytest.raises(StorageError, match="cannot write the run's record"):
+            train.run(tiny_config(tmp_path / "no-data-here", results), progress=False)
+    finally:
+        results.chmod(0o755)
+
+
+def test_a_record_that_cannot_be_written_is_kept_elsewhere_and_said(tmp_path, capsys):
+    from lra.core.records import record_path, saved_in
+
+    record = {"run_id": "kept-1", "task": "listops", "attention": "softmax", "attention_options": {}, "preset": "smoke",
+              "seed": 0, "status": "ok", "metrics": {"test_accuracy": 50.0}, "steps": 1, "config": {}, "env": {},
+              "created_at": "now"}
+    where = write_record(blocked(tmp_path), record)
+    assert not saved_in(where, blocked(tmp_path)) and json.loads(Path(where).read_text())["run_id"] == "kept-1"
+    err = capsys.readouterr().err
+    assert str(record_path(blocked(tmp_path), "kept-1")) in err and str(where) in err
+    Path(where).unlink()
+
+
+def test_bench_and_report_check_their_folders_before_measuring_or_drawing(tmp_path, capsys):
+    from lra.cli import main
+
+    code = main(["bench", "--task", "listops", "--attention", "softmax", "--results-dir", str(blocked(tmp_path))])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot write the measurements' records" in err and err.count("\n") == 1
+    write_record(tmp_path / "mine", {
+        "run_id": "r1", "task": "listops", "attention": "softmax", "attention_options": {}, "preset": "smoke",
+        "seed": 0, "status": "ok", "metrics": {"test_accuracy": 50.0}, "steps": 1, "config": {}, "env": {},
+        "created_at": "now", "kind": "train"})
+    code = main(["report", "--results-dir", str(tmp_path / "mine"), "--out", str(blocked(tmp_path) / "board.md")])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot write the report" in err and "--out" in err and err.count("\n") == 1
+
+
+def test_the_cache_can_live_apart_from_read_only_data(listops_dir, tmp_path):
+    import tasks
+    from lra_base.errors import StorageError
+
+    task = tasks.get("listops")
+    split = task.prepared(listops_dir, "val", cache_dir=tmp_path / "cache")
+    assert split.meta["path"].startswith(str(tmp_path / "cache")) and len(split) == 64
+    with pytest.raises(StorageError) as err:
+        task.prepared(listops_dir, "val", {}, blocked(tmp_path))
+    assert "--cache-dir" in str(err.value) and "LRA_CACHE_DIR" in str(err.value)
+
+
+def test_output_piped_into_head_ends_without_a_traceback(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    # more lines than a pipe holds (64 KiB), so the writer meets the closed pipe
+    done = subprocess.run(f"{sys.executable} -m lra.cli train --task all --attention all --seeds 0-9 --dry-run "
+                          f"--results-dir {tmp_path} | head -1",
+                          shell=True, capture_output=True, text=True, cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.stdout.startswith("[grid]") and "Traceback" not in done.stderr, done.stderr

@@ -193,3 +193,15 @@ def test_sweep_local_jobs_submits_k_at_a_time():
     cells = [SimpleNamespace(argv=["train"]) for _ in range(5)]
     out = sweep.submit(ex, cells, SimpleNamespace(jobs=2, executor="local", no_wait=False))
     assert len(out) == 5 and ex.most <= 2
+def test_several_names_the_same_way_on_every_command():
+    """Repeated, space-separated or comma-separated: `--attention a --attention b,c` is three names
+    on train as on bench (plain nargs="+" kept only the last flag)."""
+    from lra.cli import build_parser
+
+    parser = build_parser()
+    for command in (["train"], ["bench"]):
+        args = parser.parse_args(command + ["--attention", "softmax", "pola-a3", "--attention", "linear,all",
+                                            "--task", "text", "--task", "image"])
+        assert expand_attentions(args.attention)[:3] == ["softmax", "pola-a3", "linear"]
+        assert expand_tasks(args.task) == ["text", "image"]
+    assert parser.parse_args(["train"]).task == ["listops"]  # the default, untouched by a later use

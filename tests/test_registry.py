@@ -131,3 +131,29 @@ def test_broken_plugin_warns_instead_of_crashing(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="broken"):
         attentions.load_plugins(force=True)
     assert "softmax" in attentions.available()
+
+
+def test_a_conformance_failure_says_what_to_add():
+    """A new attention registered without its cost, or without 'Paper:' in its docstring, learns what
+    to write, not just 'assert False'."""
+    from tests import test_attn_conformance as conformance
+
+    def make(name, **kwargs):
+        @attentions.register(name, **kwargs)
+        class Undocumented(attentions.AttentionBase):
+            """Test attention that says nothing of its source."""
+
+            def core(self, q, k, v, mask):
+                return v
+
+    try:
+        make("toyz-nocost")
+        with pytest.raises(AssertionError, match=r'register it with its cost, e.g. @attentions.register\("toyz-nocost"'):
+            conformance.test_documented_equation_options_and_complexity("toyz-nocost")
+        make("toyz-nopaper", complexity="O(N)")
+        with pytest.raises(AssertionError, match="add a line 'Paper: <authors, title"):
+            conformance.test_documented_equation_options_and_complexity("toyz-nopaper")
+    finally:
+        for name in ("toyz-nocost", "toyz-nopaper"):
+            if name in attentions.available():
+                attentions.unregister(name)

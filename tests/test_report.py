@@ -258,3 +258,34 @@ def test_report_include_reads_another_folder_and_cites_it(tmp_path, capsys):
     assert "and under `../reference/runs/`" in md and "record ../reference/runs/listops-softmax-smoke" in md
     assert "100.0 [S" in md and "30.00" in md
     assert main(["report", "--results-dir", str(campaign), "--include", str(tmp_path / "nope")]) == 2
+def test_the_cli_prints_a_summary_not_the_file_and_can_add_the_reference_labelled(tmp_path, capsys):
+    write_all(tmp_path, [record("listops", "softmax", seed=s, acc=30.0 + s) for s in range(2)])
+    assert main(["report", "--results-dir", str(tmp_path), "--no-figures"]) == 0
+    out = capsys.readouterr().out
+    assert "2 records" in out and "31.50" not in out and "30.50" in out and "## Table 4" not in out
+    assert len(out) < 2000
+    assert main(["report", "--results-dir", str(tmp_path), "--no-figures", "--print"]) == 0
+    assert "## Table 4" in capsys.readouterr().out
+    board = (tmp_path / "LEADERBOARD.md").read_text()
+    assert "your result records" in board and "Reference results" not in board
+    assert main(["report", "--results-dir", str(tmp_path), "--no-figures", "--with-reference", "--quiet"]) == 0
+    both = (tmp_path / "LEADERBOARD.md").read_text()
+    mine, ref = both.split("# Reference results (the suite's, not yours)")
+    assert mine.startswith(board) and "[R1]" in ref and "[S1]" not in ref and "](reference-" in ref
+    assert "\n## " not in ref and "\n### Table 4" in ref and "\n### Sources" in ref  # one level down
+
+
+def test_a_figure_with_nothing_to_show_says_why(tmp_path):
+    recs = write_all(tmp_path, [record("listops", "softmax", acc=30.0), record("listops", "pola-a3", acc=31.0)])
+    report = build_report(recs)
+    assert "Not drawn: no `lra bench` record on any machine" in report.markdown
+    recs = write_all(tmp_path, [record("listops", "pola-a3", kind="bench", train_tp=5.0, mem=10.0)])
+    report = build_report(recs)
+    assert "ListOps (pola-a3, softmax): no softmax bench on Test CPU" in report.markdown
+    from lra.report.figures import COLOURS, nothing_to_show, styles
+
+    assert len(set(styles([f"a{i}" for i in range(len(COLOURS))]).values())) == len(COLOURS)
+    assert len({c for c, _ in styles([f"a{i}" for i in range(len(COLOURS))]).values()}) == len(COLOURS)
+    assert len(set(styles([f"a{i}" for i in range(40)]).values())) == 40
+    nothing_to_show(tmp_path / "empty.png", "Accuracy against throughput", "no bench records")
+    assert (tmp_path / "empty.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,5 +1,7 @@
-"""The committed leaderboard is exactly what `lra report` generates from the committed records: no
-hand-edited tables. After adding records (or attentions), regenerate with `python -m lra.cli report`."""
+"""The committed reference leaderboard is exactly what `lra report --reference` generates from the
+committed records: no hand-edited tables. After adding reference records (or attentions), regenerate
+it with `python -m lra.cli report --reference`. A user's own runs go elsewhere (output/) and never
+touch it."""
 
 import re
 from pathlib import Path
@@ -7,18 +9,20 @@ from pathlib import Path
 from lra.report import build_report
 from lra.core.records import REQUIRED_KEYS, read_records
 
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results" / "reference"
 
 
 def test_committed_leaderboard_is_generated_from_the_committed_records():
     records = read_records(RESULTS)
-    assert records, "results/runs/ holds the committed records"
+    assert records, "results/reference/runs/ holds the committed records"
     for r in records:
         missing = [k for k in REQUIRED_KEYS if k not in r]
         assert not missing, f"{r['_path']} lacks {missing}"
-    expected = build_report(records).markdown
+    expected = build_report(records, reference=True).markdown
     committed = (RESULTS / "LEADERBOARD.md").read_text()
-    assert committed == expected, "results/LEADERBOARD.md is stale or edited: run `python -m lra.cli report`"
+    assert committed == expected, ("results/reference/LEADERBOARD.md is stale or edited: run "
+                                   "`python -m lra.cli report --reference`")
     for name in re.findall(r"\]\(([\w.-]+\.png)\)", committed):
         assert (RESULTS / name).is_file(), f"figure {name} is referenced but not committed"
 
@@ -30,7 +34,7 @@ def test_figures_do_not_depend_on_the_process_hash_seed(tmp_path):
     import subprocess
     import sys
 
-    root = RESULTS.parent
+    root = ROOT
     pngs = []
     for seed in ("1", "2"):
         out = tmp_path / seed / "LEADERBOARD.md"

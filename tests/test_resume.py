@@ -117,3 +117,62 @@ def test_resume_without_a_checkpoint_starts_afresh(listops_dir, tmp_path, capsys
 
     record = train.run(tiny_config(listops_dir, tmp_path, steps=8, eval_every=4), resume=True, progress=False)
     assert record["status"] == "ok" and "starting afresh" in capsys.readouterr().out
+
+
+# --- safe resumes: never overwrite unfinished work, extend a run, name a damaged file -----------
+
+
+def test_an_unfinished_checkpoint_is_refused_without_resume_and_restart_starts_over(listops_dir, tmp_path):
+    from tests.test_train import tiny_config
+
+    cfg = tiny_config(listops_dir, tmp_path, steps=12, eval_every=6)
+    last = ckpt.directory(cfg) / "last.pt"
+    last.parent.mkdir(parents=True)
+    torch.save({"run_id": "x", "config": cfg.to_dict(), "state": {"step": 6}}, last)  # as an interrupted run leaves it
+    with pytest.raises(ConfigError) as err:
+        train.run(cfg, checkpoint_every=6, progress=False)
+    message = str(err.value)
+    assert str(last) in message and "at step 6 of 12" in message and "--resume" in message and "--restart" in message
+    assert last.exists() and not (tmp_path / "runs").exists()  # nothing overwritten, nothing run
+    record = train.run(cfg, checkpoint_every=6, progress=False, restart=True)
+    assert record["status"] == "ok" and record["steps"] == 12 and not last.exists()
+
+
+def test_resume_with_more_steps_extends_a_finished_run_under_a_new_record(listops_dir, tmp_path, capsys):
+    from tests.test_train import tiny_config
+
+    first = train.run(tiny_config(listops_dir, tmp_path, steps=12, eval_every=6), checkpoint_every=6, progress=False)
+    folder = ckpt.directory(tiny_config(listops_dir, tmp_path))
+    assert (folder / "final.pt").exists() and not (folder / "last.pt").exists()
+    longer = train.run(tiny_config(listops_dir, tmp_path, steps=20, eval_every=6), resume=True, checkpoint_every=6,
+                       progress=False)
+    assert longer["status"] == "ok" and longer["steps"] == 20 and longer["run_id"] != first["run_id"]
+    assert longer["extensions"] == [{"at_step": 12, "from_steps": 12, "to_steps": 20, "from_run": first["run_id"]}]
+    assert [s for s, _ in longer["history"]["eval"]] == [6, 12, 18, 20]
+    assert longer["history"]["eval"][:2] == first["history"]["eval"]
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 2  # the shorter run's record stays
+    assert "extending it from 12 to 20 steps" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="finished at step 20"):
+        train.run(tiny_config(listops_dir, tmp_path, steps=20, eval_every=6), resume=True, checkpoint_every=6,
+                  progress=False)
+    with pytest.raises(ConfigError, match="ends before it"):
+        train.run(tiny_config(listops_dir, tmp_path, steps=15, eval_every=6), resume=True, checkpoint_every=6,
+                  progress=False)
+
+
+@pytest.mark.parametrize("damage", ["cut short", "garbage"])
+def test_a_damaged_checkpoint_is_one_line_naming_the_file_and_the_fix(listops_dir, tmp_path, damage):
+    from lra_base.errors import StorageError
+    from tests.test_train import tiny_config
+
+    cfg = tiny_config(listops_dir, tmp_path, steps=12, eval_every=6)
+    train.run(cfg, checkpoint_every=6, progress=False)
+    final = ckpt.directory(cfg) / "final.pt"
+    data = final.read_bytes()
+    last = final.with_name("last.pt")
+    last.write_bytes(data[: len(data) // 2] if damage == "cut short" else b"1 2 3 not a checkpoint\n" * 40)
+    for resume in (True, False):
+        with pytest.raises(StorageError) as err:
+            train.run(cfg, resume=resume, checkpoint_every=6, progress=False)
+        message = str(err.value)
+        assert "\n" not in message and str(last) in message and f"rm {last}" in message

@@ -125,3 +125,21 @@ def test_an_unfinished_generation_is_not_read(tmp_path):
     (root / "GENERATED.json").write_text(json.dumps({"complete": False}))
     with pytest.raises(DataError, match="generation did not finish"):
         PF.prepared(tmp_path, "train")
+
+
+def test_the_smoke_preset_is_the_easy_setting_and_its_config_says_so():
+    """The smoke set learns within a minute only because it is the easiest drawing (issue 12: the
+    LRA difficulty sat at chance); what it is travels with every record's configuration."""
+    import argparse
+
+    from lra.args import add_run_arguments, config_from_args
+    from lra.core.identity import config_dict
+
+    p = argparse.ArgumentParser()
+    add_run_arguments(p)
+    data = config_dict(config_from_args(p.parse_args(["--task", "pathfinder"])))["data"]
+    assert data["options"] == {"difficulty": "curv_baseline"}
+    assert {k: data["generator"][k] for k in ("contour_length", "distractors", "marker_radius")} == \
+        {"contour_length": 1, "distractors": 0, "marker_radius": 3.0}
+    mine = config_dict(config_from_args(p.parse_args(["--task", "pathfinder", "--task-option", "split_seed=2"])))
+    assert mine["data"]["options"] == {"difficulty": "curv_baseline", "split_seed": "2"}  # added to, not replaced

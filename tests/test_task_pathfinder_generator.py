@@ -171,3 +171,24 @@ def test_bad_generator_options_fail_clearly(tmp_path):
         PF.generate(tmp_path, images=2, contnuity=2.0)
     with pytest.raises(DataError):
         PF.prepared(tmp_path / "nothing", "train")
+
+
+def test_progress_is_counted_by_image_in_one_process_and_in_several(tmp_path):
+    """The bar moves with every image drawn, not once per batch of 1000 (0 to 100% at once below that)."""
+    from tasks.snakes import draw_in_pool, write_batch
+
+    s = settings_for(32)
+    ticks = []
+    write_batch((str(tmp_path / "one"), s, 0, 0, 3), tick=ticks.append)
+    assert ticks == [1, 1, 1]
+
+    class Bar:
+        n = 0
+
+        def update(self, k):
+            self.n += k
+
+    bar = Bar()
+    jobs = [(str(tmp_path / "pool"), s, 0, b, 2) for b in range(3)]
+    draw_in_pool(jobs, 2, bar)
+    assert bar.n == 6 and len(list((tmp_path / "pool" / "metadata").glob("*.npy"))) == 3

@@ -11,15 +11,22 @@ import dataclasses
 import os
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Optional
 
 import attentions
 from lra_base.errors import ConfigError, did_you_mean
 from lra_base.typed import coerce, type_name
 
-# Where datasets and a user's results go unless a command says otherwise.
+# Where datasets and a user's results go unless a command says otherwise. A user's runs,
+# checkpoints and reports go to `output/` (git-ignored), never beside the reference results the
+# suite ships with (REFERENCE_DIR), which only `--results-dir results/reference` or
+# `lra report --reference` writes. The prepared-data cache lives beside the data unless
+# --cache-dir / LRA_CACHE_DIR puts it elsewhere (data on read-only shared storage).
 DEFAULT_DATA_DIR = os.environ.get("LRA_DATA_DIR", "data")
-DEFAULT_RESULTS_DIR = os.environ.get("LRA_RESULTS_DIR", "results")
+DEFAULT_RESULTS_DIR = os.environ.get("LRA_RESULTS_DIR", "output")
+DEFAULT_CACHE_DIR = os.environ.get("LRA_CACHE_DIR") or None
+REFERENCE_DIR = Path(__file__).resolve().parents[2] / "results" / "reference"
 
 
 @dataclass
@@ -99,7 +106,8 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     data_dir: str = "data"
-    results_dir: str = "results"
+    results_dir: str = "output"
+    cache_dir: Optional[str] = None  # the prepared-data cache; None = <data_dir>/.cache
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)

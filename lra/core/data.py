@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from lra.core.config import RunConfig
-from lra_base.errors import ConfigError, MissingDataError
+from lra_base.errors import ConfigError, DataError, MissingDataError, StorageError
 
 SPLITS = ("train", "val", "test")
 
@@ -77,27 +77,70 @@ def data_root(cfg: RunConfig) -> Path:
     return Path(cfg.data_dir) / cfg.data.subdir if cfg.data.subdir else Path(cfg.data_dir)
 
 
-def load_splits(cfg: RunConfig, task) -> dict[str, BatchView]:
-    """The three splits as BatchViews, generating a synthetic dataset first if the preset says so."""
+def load_splits(cfg: RunConfig, task, progress: bool = False) -> dict[str, BatchView]:
+    """The three splits as BatchViews, generating a synthetic dataset first if the preset says so.
+    A split that lost more than 1% of its items is refused, as `lra data verify` calls it broken."""
     root = data_root(cfg)
     try:
-        prepared = {s: task.prepared(root, s, cfg.data.options) for s in SPLITS}
+        prepared = {s: task.prepared(root, s, cfg.data.options, cfg.cache_dir) for s in SPLITS}
     except MissingDataError:
         if not (cfg.data.generate and task.can_generate):
             raise
-        generator = {**cfg.data.generator, **task.generator_options(task.resolve_options(cfg.data.options))}
-        print(f"[lra] generating a {task.name} dataset under {root} ({generator})", flush=True)
-        task.generate(root, **generator)
-        prepared = {s: task.prepared(root, s, cfg.data.options) for s in SPLITS}
+        generate(cfg, task, root, progress)
+        prepared = {s: task.prepared(root, s, cfg.data.options, cfg.cache_dir) for s in SPLITS}
+    for split, p in prepared.items():
+        if p.broken():
+            raise DataError(f"{task.name}/{split} under {root}: {p.broken()}; `lra data verify {task.name} "
+                            f"--data-dir {cfg.data_dir}` shows the splits; regenerate or download the data again")
     limits = {"train": cfg.data.max_train, "val": cfg.data.max_val, "test": cfg.data.max_test}
     return {s: BatchView(p, cfg.data.seq_len, subset_indices(len(p), limits[s], cfg.seed)) for s, p in prepared.items()}
 
 
+def generate(cfg: RunConfig, task, root: Path, progress: bool) -> None:
+    generator = {**cfg.data.generator, **task.generator_options(task.resolve_options(cfg.data.options))}
+    print(f"[lra] generating a {task.name} dataset under {root} ({generator})", flush=True)
+    try:
+        task.generate(root, progress=progress, **generator)
+    except OSError as exc:
+        raise StorageError(f"cannot write the generated {task.name} data under {root}: {exc.strerror or exc}; "
+                           "pass --data-dir DIR, a folder you can write") from None
+
+
+def cut_examples(view: BatchView) -> tuple[int, int]:
+    """(examples of the view with an input longer than its seq_len, the longest input): content
+    past seq_len is cut, so a short --seq-len changes the task, and the record says by how much."""
+    lengths = view.split.lengths[view.indices]
+    if not len(lengths):
+        return 0, 0
+    return int((lengths > view.seq_len).any(axis=1).sum()), int(lengths.max())
+
+
 def provenance(splits: dict[str, BatchView]) -> dict:
-    """What each split was, for the record: examples used and in the source, cache, options, skips."""
-    return {s: {"examples": len(v), "source_examples": len(v.split), "cache": v.split.meta["path"],
-                "options": v.split.meta.get("options", {}), "skipped": v.split.meta.get("skipped", {})}
-            for s, v in splits.items()}
+    """What each split was, for the record: examples used and in the source, cache, options, skips,
+    and how many examples the sequence length cut."""
+    out = {}
+    for s, v in splits.items():
+        cut, longest = cut_examples(v)
+        out[s] = {"examples": len(v), "source_examples": len(v.split), "cache": v.split.meta["path"],
+                  "options": v.split.meta.get("options", {}), "skipped": v.split.meta.get("skipped", {}),
+                  "lost": v.split.lost, "seq_len": v.seq_len, "cut_by_seq_len": cut, "longest": longest}
+    return out
+
+
+def notes(splits: dict[str, BatchView], task_name: str) -> list[str]:
+    """One line per split that lost items or whose examples the sequence length cuts: what a user
+    must know before trusting the run (the record keeps the same counts, `data` in provenance)."""
+    out = []
+    for s, v in splits.items():
+        if v.split.lost:
+            out.append(f"{task_name}/{s}: {v.split.lost} unreadable or missing item(s) skipped "
+                       f"({', '.join(f'{k}: {n}' for k, n in sorted(v.split.meta['skipped'].items()))}), as "
+                       f"`lra data verify` reports")
+        cut, longest = cut_examples(v)
+        if cut:
+            out.append(f"{task_name}/{s}: sequence length {v.seq_len} cuts {cut} of {len(v)} examples "
+                       f"(the longest has {longest} tokens)")
+    return out
 
 
 class TrainBatches:

@@ -21,7 +21,7 @@ from lra.core.names import resolved_options
 from lra_base.errors import ConfigError
 
 # Where a run executes, not what it computes: may differ between two runs that are the same.
-WHERE = frozenset({"data_dir", "results_dir", "device", "data.num_workers"})
+WHERE = frozenset({"data_dir", "results_dir", "cache_dir", "device", "data.num_workers"})
 
 
 def normalise(value):

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 MiB = 1024 * 1024
+MIN_CPU_PEAK_MB = 1.0  # below this a CPU resident-memory rise is allocator noise, not the steps' needs
 
 
 def synchronize(device: torch.device) -> None:
@@ -133,6 +134,18 @@ class PeakMemory:
                 self._sampler.join()
             return max(0, self._sampled_peak - self._baseline) / MiB
         return None
+
+    def reported(self) -> tuple[float | None, str | None]:
+        """(peak MiB, None), or (None, why) when no figure can be told: nothing was measured, or on
+        CPU the resident set barely rose because the steps reused memory the process already held
+        (a run's data loading leaves freed memory behind), which says nothing about their needs."""
+        peak = self.peak_mb()
+        if peak is None:
+            return None, "not measured: no training step ran in this process"
+        if self.device.type != "cuda" and peak < MIN_CPU_PEAK_MB:
+            return None, (f"not measurable here: the resident memory rose by only {peak:.2f} MiB, the steps reusing "
+                          "memory the process already held; `lra bench` measures it in a fresh process")
+        return peak, None
 
 
 @dataclass(frozen=True)

@@ -34,12 +34,12 @@ def make_config(task: str, preset: str = "smoke", **top) -> RunConfig:
         data = DataConfig(seq_len=r.seq_len)
     else:
         s = t.smoke
-        train = TrainConfig(steps=s.steps, batch_size=s.batch_size, lr=1e-3, warmup=max(2, s.steps // 10),
+        train = TrainConfig(steps=s.steps, batch_size=s.batch_size, lr=s.lr, warmup=max(2, s.steps // 10),
                             eval_every=s.eval_every, eval_samples=None, timing_warmup=min(3, s.steps - 1))
         synthetic = s.generator is not None
         data = DataConfig(seq_len=s.seq_len, subdir="smoke" if synthetic else "", generate=synthetic,
                           generator=dict(s.generator or {}), max_train=s.max_train, max_val=s.max_val,
-                          max_test=s.max_test)
+                          max_test=s.max_test, options=dict(s.options or {}))
     cfg = RunConfig(task=task, preset=preset, model=ModelConfig(), train=train, data=data)
     for key, value in top.items():
         setattr(cfg, key, value)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,9 +47,36 @@ def write_record(results_dir: str | Path, record: dict) -> Path:
         raise ValueError(f"result record lacks {missing}")
     if record["status"] not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, got {record['status']!r}")
-    path = Path(results_dir) / "runs" / f"{record['run_id']}.json"
-    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=False, default=str) + "\n")
-    return path
+    path = record_path(results_dir, record["run_id"])
+    text = json.dumps(record, indent=1, sort_keys=False, default=str) + "\n"
+    try:
+        atomic_write_text(path, text)
+        return path
+    except OSError as exc:  # the folder turned read-only or full during the run: keep the result anyway
+        return _keep_elsewhere(path, text, exc)
+
+
+def record_path(results_dir: str | Path, run_id: str) -> Path:
+    return Path(results_dir) / "runs" / f"{run_id}.json"
+
+
+def _keep_elsewhere(path: Path, text: str, exc: OSError) -> Path:
+    """A finished measurement is never lost: when its record cannot be written where it belongs,
+    it goes to the temporary folder (or, failing that, to stderr) with one line saying where."""
+    kept = Path(tempfile.gettempdir()) / "lra-unsaved-records" / path.name
+    try:
+        atomic_write_text(kept, text)
+    except OSError:
+        print(f"[records] could not write {path} ({exc.strerror or exc}); the record follows:\n{text}", file=sys.stderr)
+        return path
+    print(f"[records] could not write {path} ({exc.strerror or exc}); the record is kept at {kept}: "
+          f"move it into {path.parent}/ once that folder is writable", file=sys.stderr)
+    return kept
+
+
+def saved_in(path: str | Path, results_dir: str | Path) -> bool:
+    """Did write_record put the record where it belongs (not in its fallback)?"""
+    return Path(path).parent == Path(results_dir) / "runs" and Path(path).exists()
 
 
 def upgrade(record: dict) -> dict:
@@ -100,5 +128,7 @@ def print_summary(records: list[dict]) -> None:
     for r in records:
         if r.get("path"):
             print(f"record: {r['path']}  ({r['env']['device_name']}, {r['env']['dtype']})")
+        if r["metrics"].get("peak_memory_note"):
+            print(f"peak memory: {r['metrics']['peak_memory_note']}")
         if r.get("error"):
             print(f"{r['status']}: {r['error'].strip().splitlines()[-1]}")

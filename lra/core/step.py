@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -61,6 +62,18 @@ def make_scheduler(optimizer, t: TrainConfig) -> torch.optim.lr_scheduler.LRSche
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=t.lr, total_steps=t.steps, pct_start=warmup / t.steps,
         anneal_strategy="linear", cycle_momentum=t.cycle_momentum)
+
+
+def continue_schedule(scheduler, step: int) -> None:
+    """Put `scheduler` at `step` as if it had been stepped there: the learning rate (and, with
+    cycle_momentum, beta1) of its own schedule at that step, set on the optimiser."""
+    scheduler.last_epoch = step
+    with warnings.catch_warnings():  # get_lr outside step() warns; here it is the point
+        warnings.simplefilter("ignore")
+        values = scheduler.get_lr()  # OneCycleLR sets beta1 for this step as it computes the lr
+    for group, lr in zip(scheduler.optimizer.param_groups, values):
+        group["lr"] = lr
+    scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
 
 
 def use_deterministic_kernels() -> None:
@@ -131,9 +144,46 @@ class TrainStep:
                 "scaler": self.precision.scaler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore a saved step. A schedule saved for another length (a run extended with --resume
+        --steps N) is not loaded: this step's schedule, built for the new length, continues from the
+        saved step count (docs/reliability.md)."""
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        saved = state["scheduler"]
+        if saved.get("total_steps") == getattr(self.scheduler, "total_steps", None):
+            self.scheduler.load_state_dict(saved)
+        else:
+            continue_schedule(self.scheduler, saved["last_epoch"])
         self.precision.scaler.load_state_dict(state["scaler"])
+
+
+class LossWindow:
+    """The running sum of the training loss since the last log point. It stays on the device (no
+    sync per step) and is part of the checkpoint, so a resumed run logs exactly the same curve."""
+
+    def __init__(self, saved: list, device: torch.device):
+        self.sum = torch.tensor(saved[0], device=device)
+        self.count = saved[1]
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.sum += loss
+        self.count += 1
+
+    def take_mean(self, rt: Runtime) -> float:
+        """The mean since the last log point, averaged over ranks; the window starts again."""
+        mean = float(self.sum) / self.count
+        if rt.dist.enabled:
+            mean = distributed.all_reduce_sum([mean], rt.device)[0] / rt.dist.world
+        self.sum.zero_()
+        self.count = 0
+        return mean
+
+    def saved(self, rt: Runtime) -> list:
+        # Collective under DDP (every rank saves at the same step): the saved sum is the ranks'
+        # average, so the sum over ranks, and with it the next logged loss, is preserved.
+        total = float(self.sum)
+        if rt.dist.enabled:
+            total = distributed.all_reduce_sum([total], rt.device)[0] / rt.dist.world
+        return [total, self.count]
 
 
 def forward(model, batch: dict, precision: Precision) -> torch.Tensor:

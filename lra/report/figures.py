@@ -23,19 +23,47 @@ def _plt():
 
 
 def _save(fig, path: Path) -> None:
-    """PNG written atomically like the markdown: an interrupted report never leaves a torn figure."""
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, metadata={"Software": None}))
+    """PNG written atomically like the markdown: an interrupted report never leaves a torn figure.
+    The bounding box takes in legends and labels outside the axes, so none is clipped."""
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, metadata={"Software": None},
+                                             bbox_inches="tight"))
+
+
+# Colours that stay apart on white (the default cycle repeats after ten: softmax and pola-a7 were
+# one blue), then markers, so every attention of a figure has a style of its own.
+COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+           "#7f7f7f", "#bcbd22", "#000075", "#800000", "#469990", "#f032e6")
+MARKERS = ("o", "s", "^", "D", "v")
+
+
+def styles(labels) -> dict:
+    """label -> (colour, marker), distinct for up to len(COLOURS) x len(MARKERS) labels, assigned
+    in sorted order so the same records always draw the same figure."""
+    return {label: (COLOURS[i % len(COLOURS)], MARKERS[i // len(COLOURS) % len(MARKERS)])
+            for i, label in enumerate(sorted(set(labels)))}
+
+
+def nothing_to_show(path: Path, title: str, why: str) -> None:
+    """A figure that says why it is empty, rather than an empty frame."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 2.2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, f"{title}: nothing to show yet\n{why}", ha="center", va="center", wrap=True, fontsize=10)
+    _save(fig, path)
+    plt.close(fig)
 
 
 def scaling_figure(curves: dict, title: str):
     def draw(path: Path):
         plt = _plt()
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-        for label, (n, t, m, ts, ms) in curves.items():
+        style = styles(curves)
+        for label, (n, t, m, ts, ms) in sorted(curves.items()):
             if not n:
                 continue
-            axes[0].plot(n, t, marker="o", label=f"{label} (slope {num(ts, '.2f')})")
-            axes[1].plot(n, m, marker="o", label=f"{label} (slope {num(ms, '.2f')})")
+            colour, marker = style[label]
+            axes[0].plot(n, t, marker=marker, color=colour, label=f"{label} (slope {num(ts, '.2f')})")
+            axes[1].plot(n, m, marker=marker, color=colour, label=f"{label} (slope {num(ms, '.2f')})")
         for ax, ylabel in zip(axes, ("training step, ms", "training peak memory, MiB")):
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
@@ -43,7 +71,7 @@ def scaling_figure(curves: dict, title: str):
             ax.set_ylabel(ylabel)
             ax.grid(True, which="both", alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=8)
+                ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
         fig.suptitle(f"Scaling with length ({title})")
         fig.tight_layout()
         _save(fig, path)
@@ -52,26 +80,34 @@ def scaling_figure(curves: dict, title: str):
     return draw
 
 
-def accuracy_figure(task_names, ours: dict, published: dict, baseline: str, device: str | None, preset):
+def accuracy_figure(task_names, ours: dict, published: dict, baseline: str, device: str | None, preset,
+                    why_empty: str = ""):
+    """One panel per task: each attention in its own colour and marker, filled = ours, hollow =
+    published, named in one legend (labels beside points overlapped where methods cluster)."""
     def draw(path: Path):
-        plt = _plt()
         shown = [t for t in task_names if ours.get(t) or published.get(t)]
-        cols = min(3, max(1, len(shown)))
-        rows = max(1, math.ceil(len(shown) / cols))
-        fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.8 * rows), squeeze=False)
+        if not shown:
+            nothing_to_show(path, "Accuracy against throughput", why_empty)
+            return
+        plt = _plt()
+        style = styles(label for points in (*ours.values(), *published.values()) for label, _, _ in points)
+        cols = min(3, len(shown))
+        rows = math.ceil(len(shown) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
         for ax, task in zip(axes.flat, shown):
             for label, x, y in published.get(task, []):
-                ax.scatter([x], [y], facecolors="none", edgecolors="tab:gray", marker="s")
-                ax.annotate(label, (x, y), fontsize=7, color="tab:gray", xytext=(3, 3), textcoords="offset points")
+                ax.scatter([x], [y], facecolors="none", edgecolors=style[label][0], marker=style[label][1], s=42)
             for label, x, y in ours.get(task, []):
-                ax.scatter([x], [y], color="tab:blue")
-                ax.annotate(label, (x, y), fontsize=7, color="tab:blue", xytext=(3, -9), textcoords="offset points")
+                ax.scatter([x], [y], color=style[label][0], marker=style[label][1], s=42)
             ax.set_title(task_label(task))
             ax.set_xlabel(f"training throughput / {baseline}")
             ax.set_ylabel("accuracy %")
             ax.grid(True, alpha=0.3)
         for ax in list(axes.flat)[len(shown):]:
             ax.axis("off")
+        handles = [plt.Line2D([], [], linestyle="none", marker=m, color=c, label=label)
+                   for label, (c, m) in sorted(style.items())]
+        fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=8, title="attention")
         fig.suptitle(f"Accuracy vs throughput: filled = ours ({preset or 'no'} preset"
                      f"{', ' + device if device else ''}), hollow = published (PolaFormer)", fontsize=9)
         fig.tight_layout()
