@@ -25,6 +25,8 @@ Options:
         shared by the head's channels, no bias, as in the original code); 0 = off. Off by default
         because the Skyformer setup that Table 4 / Table 6 used ran without it; the original
         Nystromformer LRA configs used 35.
+    impl ("fast" | "reference", "fast"): `fast` scales and masks as little as the inputs need
+        (see `nystrom_attention`); `reference` writes the formula out (for tests).
 
 Cost: O(N m d + m^3) time, O(N m + m^2) memory.
 """
@@ -32,6 +34,7 @@ Cost: O(N m d + m^3) time, O(N m + m^2) memory.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -64,8 +67,8 @@ def segment_means(x: torch.Tensor, mask: torch.Tensor, m: int):
     return torch.einsum("bnm,bhnd->bhmd", pool, x), counts > 0
 
 
-def nystrom_attention(q, k, v, mask, landmarks: int, pinv_iters: int):
-    """The module docstring's formula without the convolution. q, k, v: (B, H, N, d)."""
+def nystrom_reference(q, k, v, mask, landmarks: int, pinv_iters: int):
+    """The module docstring's formula without the convolution, written out. q, k, v: (B, H, N, d)."""
     s = q.shape[-1] ** -0.25
     km = key_mask(mask, q.dtype)
     q, k = q * km * s, k * km * s  # the padded rows are never read below; zeroing keeps them finite
@@ -81,6 +84,47 @@ def nystrom_attention(q, k, v, mask, landmarks: int, pinv_iters: int):
     return kernel_1 @ (iterative_pinv(kernel_2, pinv_iters) @ (kernel_3 @ v))
 
 
+def landmarks_of(x: torch.Tensor, mask: torch.Tensor, m: int, equal_segments: bool):
+    """segment_means, by a reshape when every sequence is N real tokens and m divides N (all
+    segments N / m long: the port's pooling), else by the general pooling."""
+    B, H, N, d = x.shape
+    if equal_segments:
+        return x.view(B, H, m, N // m, d).mean(-2), None
+    return segment_means(x, mask, m)
+
+
+def nystrom_attention(q, k, v, mask, landmarks: int, pinv_iters: int):
+    """The same output as `nystrom_reference` with less work on the N-long tensors: the scale
+    1 / sqrt(d) is applied once, to q only (landmarks of q carry it); keys are not masked (their
+    landmarks pool real tokens only, and kernel_3 masks padded keys); the masks are skipped on the
+    CPU when nothing is padded and every sequence has at least m tokens (checking is free there;
+    on a GPU it would cost a synchronisation, and the fills cost little)."""
+    B, H, N, d = q.shape
+    m = landmarks
+    n = mask.sum(-1)
+    cpu = mask.device.type == "cpu"
+    unpadded = cpu and bool((n == N).all())
+    q = q * (key_mask(mask, q.dtype) * d ** -0.5)  # zero padded rows: finite whatever they hold
+    equal = unpadded and N % m == 0
+    q_l, valid = landmarks_of(q, mask, m, equal)
+    k_l, _ = landmarks_of(k, mask, m, equal)
+    every_landmark = equal or (cpu and bool((n >= m).all()))
+    kernel_1 = q @ k_l.transpose(-2, -1)
+    kernel_2 = q_l @ k_l.transpose(-2, -1)
+    if not every_landmark:
+        off = ~valid[:, None, None, :]  # landmarks not in use, as keys
+        kernel_1, kernel_2 = kernel_1.masked_fill(off, float("-inf")), kernel_2.masked_fill(off, float("-inf"))
+    kernel_1, kernel_2 = torch.softmax(kernel_1, dim=-1), torch.softmax(kernel_2, dim=-1)
+    if not every_landmark:
+        eye = torch.eye(m, dtype=q.dtype, device=q.device)
+        kernel_2 = torch.where(valid[:, None, :, None], kernel_2, eye)  # unused landmarks: identity block
+    kernel_3 = q_l @ k.transpose(-2, -1)
+    if not unpadded:
+        kernel_3 = kernel_3.masked_fill(~mask[:, None, None, :], float("-inf"))
+    kernel_3 = torch.softmax(kernel_3, dim=-1)
+    return kernel_1 @ (iterative_pinv(kernel_2, pinv_iters) @ (kernel_3 @ v))
+
+
 @register("nystrom", complexity="O(N m d + m^3) time, O(N m) memory")
 class NystromAttention(AttentionBase):
     """Nystromformer (Xiong et al., 2021): segment-mean landmarks and an iterative pseudo-inverse."""
@@ -92,6 +136,7 @@ class NystromAttention(AttentionBase):
         landmarks: int = 128
         pinv_iters: int = 6
         conv_kernel: int = 0
+        impl: Literal["fast", "reference"] = "fast"
 
         def __post_init__(self):
             if self.landmarks < 1:
@@ -108,7 +153,8 @@ class NystromAttention(AttentionBase):
                      if kk else None)
 
     def core(self, q, k, v, mask):
-        o = nystrom_attention(q, k, v, mask, self.options.landmarks, self.options.pinv_iters)
+        fn = nystrom_reference if self.options.impl == "reference" else nystrom_attention
+        o = fn(q, k, v, mask, self.options.landmarks, self.options.pinv_iters)
         if self.conv is not None:  # the Conv2d holds the (H, 1, K, 1) kernel; sequence_conv computes it
             w = self.conv.weight[:, 0, :, 0].T.to(v.dtype)[:, :, None, None]  # (K, H, 1, 1)
             o = o + sequence_conv(v * key_mask(mask, v.dtype), w)

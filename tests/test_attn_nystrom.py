@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 
 import attentions
-from attentions.nystrom import iterative_pinv, nystrom_attention, segment_means
+from attentions.nystrom import iterative_pinv, nystrom_attention, nystrom_reference, segment_means
 from attentions.softmax import softmax_reference
-from attn_check import build, outputs_and_grads, padded_inputs
+from attn_check import assert_same_layer_function, build, outputs_and_grads, padded_inputs
 
 
 def test_segment_means_of_real_tokens_with_uneven_segments():
@@ -47,6 +47,35 @@ def test_as_many_landmarks_as_tokens_is_softmax(N, lengths):
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-9, atol=1e-9)
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("N,lengths,landmarks", [
+    (48, (48, 48, 48), 8),    # nothing padded, m divides N: the reshape landmarks, no mask at all
+    (37, (37, 37, 37), 8),    # nothing padded, uneven segments
+    (37, (37, 20, 5), 8),     # padding, one sequence shorter than m: unused landmarks
+    (37, (37, 20, 9), 8),     # padding, every sequence has m tokens
+    (5, (5, 1, 3), 128),      # every sequence shorter than m
+])
+def test_fast_form_equals_reference_form(N, lengths, landmarks):
+    assert_same_layer_function("nystrom", {"impl": "fast", "landmarks": landmarks},
+                               {"impl": "reference", "landmarks": landmarks}, N=N, lengths=lengths, x_scale=2.0)
+
+
+def test_port_pooling_on_unpadded_sequences():
+    """With nothing padded and m dividing N, landmarks are the port's block means and the output
+    is the port's formula (one pseudo-inverse per matrix instead of the port's batch-wide Z0)."""
+    torch.manual_seed(0)
+    B, H, N, d, m = 2, 2, 32, 16, 8
+    q, k, v = (torch.randn(B, H, N, d, dtype=torch.float64) for _ in range(3))
+    full = torch.ones(B, N, dtype=torch.bool)
+    s = d ** -0.25
+    ql = (q * s).reshape(B, H, m, N // m, d).mean(-2)
+    kl = (k * s).reshape(B, H, m, N // m, d).mean(-2)
+    k1 = torch.softmax((q * s) @ kl.transpose(-1, -2), -1)
+    k2 = torch.softmax(ql @ kl.transpose(-1, -2), -1)
+    k3 = torch.softmax(ql @ (k * s).transpose(-1, -2), -1)
+    expected = k1 @ iterative_pinv(k2, 6) @ (k3 @ v)
+    torch.testing.assert_close(nystrom_attention(q, k, v, full, m, 6), expected)
 
 
 def test_error_falls_as_landmarks_grow():
