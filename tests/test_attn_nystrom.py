@@ -78,6 +78,43 @@ def test_port_pooling_on_unpadded_sequences():
     torch.testing.assert_close(nystrom_attention(q, k, v, full, m, 6), expected)
 
 
+def port_iterative_inv(mat, n_iter=6):
+    """iterative_inv of the Skyformer port (models/attention_nystrom.py, init option "original"),
+    written out again: one maximum column sum over the whole batch."""
+    I = torch.eye(mat.size(-1), dtype=mat.dtype)
+    V = 1 / torch.max(torch.sum(mat, dim=-2)) * mat.transpose(-1, -2)
+    for _ in range(n_iter):
+        KV = mat @ V
+        V = (0.25 * V) @ (13 * I - KV @ (15 * I - KV @ (7 * I - KV)))
+    return V
+
+
+def test_pinv_batch_init_is_the_port_rule_and_couples_matrices():
+    torch.manual_seed(0)
+    a = torch.softmax(3 * torch.randn(3, 2, 10, 10, dtype=torch.float64), dim=-1)
+    torch.testing.assert_close(iterative_pinv(a, 6, "batch"), port_iterative_inv(a))
+    b = a.clone()
+    b[1:] = torch.softmax(6 * torch.randn(2, 2, 10, 10, dtype=torch.float64), dim=-1)  # new neighbours
+    own = lambda x, init: iterative_pinv(x, 6, init)[0]
+    torch.testing.assert_close(own(a, "matrix"), own(b, "matrix"))  # per matrix: independent
+    assert not torch.allclose(own(a, "batch"), own(b, "batch"))  # batch-wide: tied to the others
+    assert not torch.allclose(iterative_pinv(a, 6, "matrix"), iterative_pinv(a, 6, "batch"))
+
+
+@pytest.mark.parametrize("name,differ", [("nystrom", 1e-3), ("skyformer", 1e-12)])
+def test_pinv_init_option_reaches_the_layer(name, differ):
+    """The option changes the output (for skyformer barely: its degree-normalised landmark
+    matrices have nearly equal column sums, so the two starting points nearly coincide)."""
+    x, mask = padded_inputs(2, 40, 32, (40, 33))
+    outs = []
+    for init in ("matrix", "batch"):
+        layer = build(name, landmarks=8, pinv_init=init)
+        torch.manual_seed(3)
+        with torch.no_grad():
+            outs.append(layer(x, mask)[mask])
+    assert (outs[0] - outs[1]).abs().max() > differ
+
+
 def test_error_falls_as_landmarks_grow():
     """With the paper's 6 iterations (which also regularise: the exact pseudo-inverse of a small
     landmark matrix amplifies the approximation error) the error falls as landmarks grow."""
@@ -124,7 +161,8 @@ def test_gradients_reach_the_conv_kernel():
 
 
 @pytest.mark.parametrize("bad,match", [({"landmarks": 0}, "landmarks"), ({"conv_kernel": 4}, "odd"),
-                                       ({"pinv_iters": -1}, "pinv_iters")])
+                                       ({"pinv_iters": -1}, "pinv_iters"),
+                                       ({"pinv_init": "global"}, "pinv_init")])
 def test_bad_options(bad, match):
     with pytest.raises(ValueError, match=match):
         attentions.resolve("nystrom", **bad)
