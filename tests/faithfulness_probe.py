@@ -20,7 +20,10 @@ import torch
 
 from attentions.base import sample_real
 from attentions.informer import informer_attention, sparsity
+from attentions.kernelized import kernelized_reference
+from attentions.nystrom import nystrom_attention
 from attentions.performer import favor_attention, favor_features, orthogonal_gaussian
+from attentions.skyformer import skyformer_attention
 from attentions.softmax import softmax_reference
 
 H, D = 2, 32
@@ -96,6 +99,23 @@ def probe_informer(seeds, n, features=128):
         print(f"{sigma:>5} | {summary(errs['informer']):>18} {summary(errs['mean']):>15} | {summary(overlap):>15}")
 
 
+def probe_pinv_init(seeds, n):
+    print("\nnystrom (error against softmax) and skyformer (against the exact Gaussian kernel, `kernelized`),")
+    print("128 landmarks, 6 iterations, by the start of the pseudo-inverse")
+    print(f"{'sigma':>5} | {'nystrom matrix':>15} {'nystrom batch':>15} | {'skyformer matrix':>16} {'skyformer batch':>16}")
+    for sigma in (0.5, 1.0, 2.0):
+        errs = {key: [] for key in ("nm", "nb", "sm", "sb")}
+        for seed in range(seeds):
+            q, k, v, mask = inputs(seed, n, sigma)
+            soft, kern = softmax_reference(q, k, v, mask), kernelized_reference(q, k, v, mask)
+            for init in ("matrix", "batch"):
+                errs["n" + init[0]].append(rel(nystrom_attention(q, k, v, mask, 128, 6, init), soft, mask))
+                torch.manual_seed(3000 + seed)
+                errs["s" + init[0]].append(rel(skyformer_attention(q, k, v, mask, 128, 0.1, 6, init), kern, mask))
+        print(f"{sigma:>5} | {summary(errs['nm']):>15} {summary(errs['nb']):>15} | "
+              f"{summary(errs['sm']):>16} {summary(errs['sb']):>16}")
+
+
 def probe_linformer():
     print("\nlinformer: parameters of one attention layer of the paper model (dim 64, 2 heads, k = 128)")
     base = 64 * 192 + 192 + 64 * 64 + 64
@@ -114,6 +134,7 @@ def main(argv=None):
     print(f"B = 2 (N = {a.n} and {int(0.7 * a.n)} real tokens), H = {H}, d = {D}, float64, {a.seeds} seeds\n")
     probe_performer(a.seeds, a.n)
     probe_informer(a.seeds, a.n)
+    probe_pinv_init(a.seeds, a.n)
     probe_linformer()
 
 
