@@ -44,7 +44,11 @@ import torch
 from attentions.base import AttentionBase, key_mask, sample_real
 from attentions.registry import register
 
-_GATHER_BUDGET = 1 << 19  # elements of sampled keys gathered at a time by the sparsity measurement
+# Sampled keys gathered at a time by the sparsity measurement: a sixteenth of all of them, between
+# 2^19 and 2^24 elements. Few large steps, not many small ones: every step is a parallel region, and
+# on a busy CPU each one can wait a scheduler slice for its threads (2 threads under load: 20 s for
+# a ListOps batch with 2^19-element steps, 6.5 s with 2^23).
+_GATHER_MIN, _GATHER_MAX, _GATHER_PARTS = 1 << 19, 1 << 24, 16
 
 
 @torch.no_grad()
@@ -52,16 +56,18 @@ def sparsity(q, k, pos, scale: float, length: int | None = None):
     """M(q_i) = max - (sum / length) of q_i . k_s * scale over the sampled keys pos (B, N, U):
     (B, H, N). length None = U (max - mean).
     The U sampled keys of a chunk of queries are copied out as whole token rows (all heads at
-    once, about 2^19 elements at a time) and scored against their query: O(N U d) time and
-    O(chunk U d) memory, as the method intends (scoring a chunk against every key and picking
-    the samples would be O(N^2 d) time)."""
+    once, a sixteenth of them at a time, 2^19 to 2^24 elements) and scored against their query:
+    O(N U d) time and O(chunk U d) memory, as the method intends (scoring a chunk against every
+    key and picking the samples would be O(N^2 d) time)."""
     B, H, N, d = q.shape
     U = pos.shape[-1]
     out = torch.empty(B, H, N, dtype=q.dtype, device=q.device)
     rows = k.transpose(1, 2).reshape(B * N, H, d)  # one row per token, every head
     qt = q.transpose(1, 2)  # (B, N, H, d)
     offset = (torch.arange(B, device=q.device) * N)[:, None, None]
-    chunk = max(1, _GATHER_BUDGET // (B * H * U * d))
+    row = B * H * U * d  # elements gathered per query position
+    budget = min(_GATHER_MAX, max(_GATHER_MIN, row * N // _GATHER_PARTS))
+    chunk = max(1, budget // row)
     for i in range(0, N, chunk):
         p = pos[:, i:i + chunk] + offset  # (B, c, U) rows of the flattened batch
         c = p.shape[1]
