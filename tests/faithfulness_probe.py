@@ -102,7 +102,8 @@ def probe_informer(seeds, n, features=128):
 def probe_pinv_init(seeds, n):
     print("\nnystrom (error against softmax) and skyformer (against the exact Gaussian kernel, `kernelized`),")
     print("128 landmarks, 6 iterations, by the start of the pseudo-inverse")
-    print(f"{'sigma':>5} | {'nystrom matrix':>15} {'nystrom batch':>15} | {'skyformer matrix':>16} {'skyformer batch':>16}")
+    heads = f"{'nystrom matrix':>15} {'nystrom batch':>15} | {'skyformer matrix':>16} {'skyformer batch':>16}"
+    print(f"{'sigma':>5} | {heads}")
     for sigma in (0.5, 1.0, 2.0):
         errs = {key: [] for key in ("nm", "nb", "sm", "sb")}
         for seed in range(seeds):
