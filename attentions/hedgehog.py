@@ -4,9 +4,20 @@
     out_i = phi_q(q_i) (sum_j phi_k(k_j)^T v_j) / (phi_q(q_i) . sum_j phi_k(k_j) + eps)   (real keys)
 
 Paper: Zhang et al., "The Hedgehog & the Porcupine: Expressive Linear Attentions with Softmax
-Mimicry", ICLR 2024. Queries and keys have their own maps (W_q, W_k: (H, d, f), biases (H, f)),
-initialised to the identity (as in the fla library's HedgehogFeatureMap), so training starts from
-[softmax(x), softmax(-x)] features.
+Mimicry", ICLR 2024. Queries and keys have their own maps (W_q, W_k: (H, d, f), biases (H, f)).
+
+Sources (docs/faithfulness.md). The FORM is the one of the authors' code as released with LoLCATs
+(HazyResearch/lolcats `src/model/feature_map.py`): two SEPARATE softmaxes, over the f features of
+x W and of -x W (`SoftmaxDim`), with untied per-head weights (H, d, f) (`FeatureMapMLP`,
+"untied_head_einsum"). The fla library's HedgehogFeatureMap (fla-org/flash-linear-attention
+`fla/modules/feature_map.py`) is a different form, ONE softmax over the 2d features
+[2 (x W + b), -2 (x W + b)] with one Linear(d, d) shared by the heads (fla issue #195 notes the
+discrepancy); only the INITIALISATION here follows fla: W = identity, b = 0, so training starts
+from [softmax(x), softmax(-x)]. LoLCATs's configs instead start from a Kaiming-uniform W
+(`zero_init: false`) without bias, and clamp the features at 1e-12 (not done here: a softmax is
+positive). Feature counts: the LoLCATs configs use feature_dim 64 PER HALF (128 features per
+head, at a head dim of 128); here f defaults to the head dim (32 in the paper model, 64 features
+per head), which keeps the identity initialisation exact; feature_dim=64 gives their count.
 
 Softmax mimicry (option `distill`): during a training forward the layer sets `self.aux_loss` to
 distill_weight x the cross-entropy between the softmax attention weights softmax(q k^T / sqrt(d))
@@ -20,8 +31,8 @@ public code, so both are here: end to end (distill=False) by default, and the op
 with each result say which ran.
 
 Options:
-    feature_dim (int | None, None): f, the width of each softmax half (None = head dim, so the
-        identity init is exact; the authors' code used 64 features in all, i.e. f = 32 at d = 32).
+    feature_dim (int | None, None): f, the width of each softmax half, 2f features in all (None =
+        head dim, so the identity init is exact; the LoLCATs configs use f = 64 per half).
     impl ("fast" | "reference", "fast"): `reference` computes the same output with the N x N
         matrix A (the reference form, for tests and attention maps).
     eps (float, 1e-6): added to the denominator.

@@ -8,7 +8,8 @@
 which approximates kappa(Q', K') V without forming it. The rows are not normalised (the kernel
 is not a softmax); pinv is Nystromformer's iterative pseudo-inverse with the same 6 iterations
 (`attentions.nystrom.iterative_pinv`): the normalised C has spectral radius 1 and its max
-column sum bounds its squared norm, so the iteration converges from Z0 = C^T / max column sum.
+column sum bounds its squared norm, so the iteration converges from Z0 = C^T / max column sum
+(of each matrix; the port's one maximum over the batch is option `pinv_init`, docs/faithfulness.md).
 
 Paper: Chen et al., "Skyformer: Remodel Self-Attention with Gaussian Kernel and Nystrom Method",
 NeurIPS 2021; this follows their LRA code (pkuzengqi/Skyformer, `kernel_RS_RBF`, accumulation 1,
@@ -21,6 +22,9 @@ Options:
     landmarks (int, 128): number of landmarks m (lra-reference section 4).
     gamma (float, 0.1): the regulariser added to the landmark kernel's diagonal.
     pinv_iters (int, 6): iterations of the pseudo-inverse.
+    pinv_init ("matrix" | "batch", "matrix"): Z0 of the pseudo-inverse divides by the max column
+        sum of each matrix, or (`batch`, the port's `iterative_inv`, a plain bug kept for
+        reproducing it) of all matrices of the batch, tying each sequence to its neighbours.
 
 Cost: O(N m d + m^3) time, O(N m + m^2) memory.
 """
@@ -28,6 +32,7 @@ Cost: O(N m d + m^3) time, O(N m + m^2) memory.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -43,7 +48,7 @@ def gather_rows(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     return x.gather(2, pos[:, None, :, None].expand(B, H, pos.shape[1], d))
 
 
-def skyformer_attention(q, k, v, mask, landmarks: int, gamma: float, pinv_iters: int):
+def skyformer_attention(q, k, v, mask, landmarks: int, gamma: float, pinv_iters: int, pinv_init: str = "matrix"):
     """The module docstring's formula. q, k, v: (B, H, N, d)."""
     km = key_mask(mask, q.dtype)
     s = q.shape[-1] ** -0.25
@@ -54,7 +59,7 @@ def skyformer_attention(q, k, v, mask, landmarks: int, gamma: float, pinv_iters:
     c = torch.exp(gaussian_logits(lm, lm))
     c = c + gamma * torch.eye(landmarks, dtype=c.dtype, device=c.device)
     d_isqrt = c.sum(-1).rsqrt()  # (B, H, m)
-    z = iterative_pinv(d_isqrt[..., :, None] * c * d_isqrt[..., None, :], pinv_iters)
+    z = iterative_pinv(d_isqrt[..., :, None] * c * d_isqrt[..., None, :], pinv_iters, pinv_init)
     k_feat = torch.exp(gaussian_logits(k, lm)) * km  # (B, H, N, m), zero at padded keys
     # context = (kappa(K', S) D^-1/2 Z D^-1/2)^T V, multiplied right to left (no N x m x m product)
     dcol = d_isqrt[..., :, None]
@@ -73,6 +78,7 @@ class SkyformerAttention(AttentionBase):
         landmarks: int = 128
         gamma: float = 0.1
         pinv_iters: int = 6
+        pinv_init: Literal["matrix", "batch"] = "matrix"
 
         def __post_init__(self):
             if self.landmarks < 1:
@@ -84,4 +90,4 @@ class SkyformerAttention(AttentionBase):
 
     def core(self, q, k, v, mask):
         o = self.options
-        return skyformer_attention(q, k, v, mask, o.landmarks, o.gamma, o.pinv_iters)
+        return skyformer_attention(q, k, v, mask, o.landmarks, o.gamma, o.pinv_iters, o.pinv_init)

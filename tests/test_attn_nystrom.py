@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 
 import attentions
-from attentions.nystrom import iterative_pinv, nystrom_attention, segment_means
+from attentions.nystrom import iterative_pinv, nystrom_attention, nystrom_reference, segment_means
 from attentions.softmax import softmax_reference
-from attn_check import build, outputs_and_grads, padded_inputs
+from attn_check import assert_same_layer_function, build, outputs_and_grads, padded_inputs
 
 
 def test_segment_means_of_real_tokens_with_uneven_segments():
@@ -47,6 +47,72 @@ def test_as_many_landmarks_as_tokens_is_softmax(N, lengths):
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-9, atol=1e-9)
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("N,lengths,landmarks", [
+    (48, (48, 48, 48), 8),    # nothing padded, m divides N: the reshape landmarks, no mask at all
+    (37, (37, 37, 37), 8),    # nothing padded, uneven segments
+    (37, (37, 20, 5), 8),     # padding, one sequence shorter than m: unused landmarks
+    (37, (37, 20, 9), 8),     # padding, every sequence has m tokens
+    (5, (5, 1, 3), 128),      # every sequence shorter than m
+])
+def test_fast_form_equals_reference_form(N, lengths, landmarks):
+    assert_same_layer_function("nystrom", {"impl": "fast", "landmarks": landmarks},
+                               {"impl": "reference", "landmarks": landmarks}, N=N, lengths=lengths, x_scale=2.0)
+
+
+def test_port_pooling_on_unpadded_sequences():
+    """With nothing padded and m dividing N, landmarks are the port's block means and the output
+    is the port's formula (one pseudo-inverse per matrix instead of the port's batch-wide Z0)."""
+    torch.manual_seed(0)
+    B, H, N, d, m = 2, 2, 32, 16, 8
+    q, k, v = (torch.randn(B, H, N, d, dtype=torch.float64) for _ in range(3))
+    full = torch.ones(B, N, dtype=torch.bool)
+    s = d ** -0.25
+    ql = (q * s).reshape(B, H, m, N // m, d).mean(-2)
+    kl = (k * s).reshape(B, H, m, N // m, d).mean(-2)
+    k1 = torch.softmax((q * s) @ kl.transpose(-1, -2), -1)
+    k2 = torch.softmax(ql @ kl.transpose(-1, -2), -1)
+    k3 = torch.softmax(ql @ (k * s).transpose(-1, -2), -1)
+    expected = k1 @ iterative_pinv(k2, 6) @ (k3 @ v)
+    torch.testing.assert_close(nystrom_attention(q, k, v, full, m, 6), expected)
+
+
+def port_iterative_inv(mat, n_iter=6):
+    """iterative_inv of the Skyformer port (models/attention_nystrom.py, init option "original"),
+    written out again: one maximum column sum over the whole batch."""
+    I = torch.eye(mat.size(-1), dtype=mat.dtype)
+    V = 1 / torch.max(torch.sum(mat, dim=-2)) * mat.transpose(-1, -2)
+    for _ in range(n_iter):
+        KV = mat @ V
+        V = (0.25 * V) @ (13 * I - KV @ (15 * I - KV @ (7 * I - KV)))
+    return V
+
+
+def test_pinv_batch_init_is_the_port_rule_and_couples_matrices():
+    torch.manual_seed(0)
+    a = torch.softmax(3 * torch.randn(3, 2, 10, 10, dtype=torch.float64), dim=-1)
+    torch.testing.assert_close(iterative_pinv(a, 6, "batch"), port_iterative_inv(a))
+    b = a.clone()
+    b[1:] = torch.softmax(6 * torch.randn(2, 2, 10, 10, dtype=torch.float64), dim=-1)  # new neighbours
+    own = lambda x, init: iterative_pinv(x, 6, init)[0]
+    torch.testing.assert_close(own(a, "matrix"), own(b, "matrix"))  # per matrix: independent
+    assert not torch.allclose(own(a, "batch"), own(b, "batch"))  # batch-wide: tied to the others
+    assert not torch.allclose(iterative_pinv(a, 6, "matrix"), iterative_pinv(a, 6, "batch"))
+
+
+@pytest.mark.parametrize("name,differ", [("nystrom", 1e-3), ("skyformer", 1e-12)])
+def test_pinv_init_option_reaches_the_layer(name, differ):
+    """The option changes the output (for skyformer barely: its degree-normalised landmark
+    matrices have nearly equal column sums, so the two starting points nearly coincide)."""
+    x, mask = padded_inputs(2, 40, 32, (40, 33))
+    outs = []
+    for init in ("matrix", "batch"):
+        layer = build(name, landmarks=8, pinv_init=init)
+        torch.manual_seed(3)
+        with torch.no_grad():
+            outs.append(layer(x, mask)[mask])
+    assert (outs[0] - outs[1]).abs().max() > differ
 
 
 def test_error_falls_as_landmarks_grow():
@@ -95,7 +161,8 @@ def test_gradients_reach_the_conv_kernel():
 
 
 @pytest.mark.parametrize("bad,match", [({"landmarks": 0}, "landmarks"), ({"conv_kernel": 4}, "odd"),
-                                       ({"pinv_iters": -1}, "pinv_iters")])
+                                       ({"pinv_iters": -1}, "pinv_iters"),
+                                       ({"pinv_init": "global"}, "pinv_init")])
 def test_bad_options(bad, match):
     with pytest.raises(ValueError, match=match):
         attentions.resolve("nystrom", **bad)

@@ -1,11 +1,15 @@
-"""Softmax: the SDPA fast path equals the plain reference, on outputs and gradients."""
+"""Softmax: the fast paths (SDPA; the CPU training path with its own dropout and backward) equal
+the plain reference, on outputs and gradients, dropout included; the reference is the port's
+computation; the dropout draws drop the stated fraction."""
+
+import math
 
 import pytest
 import torch
 
 import attentions
-from attentions.softmax import softmax_reference
-from attn_check import assert_dropout_only_in_training
+from attentions.softmax import drop_threshold, dropout_drop, softmax_attention, softmax_reference
+from attn_check import assert_dropout_only_in_training, build, padded_inputs
 
 
 @pytest.mark.parametrize("B,N,d", [(1, 1, 8), (2, 37, 16), (3, 130, 32)])
@@ -38,3 +42,58 @@ def test_reference_is_softmax_of_scaled_scores():
 
 def test_attention_dropout_only_in_training():
     assert_dropout_only_in_training("softmax", impl="reference")
+
+
+@pytest.mark.parametrize("N,lengths", [(37, (37, 37, 37)), (37, (37, 20, 1)), (3, (3, 1, 2))])
+def test_cpu_training_path_matches_reference_with_dropout(N, lengths):
+    """Training with dropout on a CPU takes the hand-written path (no mask when nothing is padded);
+    with the same seed it drops the same weights as the reference: same outputs and gradients."""
+    x, mask = padded_inputs(3, N, 32, lengths)
+    outs, grads = [], []
+    for impl in ("fast", "reference"):
+        layer = build("softmax", impl=impl, dropout=0.3).train()
+        xi = x.clone().requires_grad_(True)
+        torch.manual_seed(11)
+        y = layer(xi, mask)
+        (y.sin() * mask[..., None]).sum().backward()
+        outs.append(y[mask].detach())
+        grads.append([xi.grad[mask]] + [p.grad for p in layer.parameters()])
+    torch.testing.assert_close(outs[0], outs[1])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_cpu_training_path_masks_padded_keys():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 9, 8, dtype=torch.float64) for _ in range(3))
+    mask = torch.arange(9)[None] < torch.tensor([9, 4])[:, None]
+    k2, v2 = k.clone(), v.clone()
+    k2[1, :, 4:], v2[1, :, 4:] = 1e3, 1e3  # padded content must not matter
+    torch.manual_seed(1)
+    a = softmax_attention(q, k, v, mask, dropout=0.2, training=True)
+    torch.manual_seed(1)
+    b = softmax_attention(q, k2, v2, mask, dropout=0.2, training=True)
+    torch.testing.assert_close(a, b)
+
+
+def port_softmax(Q, K, V, mask):
+    """SoftmaxAttention.forward of the Skyformer port (models/attention.py), written out again
+    without its dropout; mask is float (B, N)."""
+    dot = Q @ K.transpose(-2, -1) / math.sqrt(Q.shape[-1])
+    dot = dot - 1e6 * (1 - mask[:, None, None, :])
+    return torch.softmax(dot, dim=-1) @ V
+
+
+def test_reference_is_the_port_computation():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 21, 8, dtype=torch.float64) for _ in range(3))
+    mask = torch.arange(21)[None] < torch.tensor([21, 7, 1])[:, None]
+    torch.testing.assert_close(softmax_reference(q, k, v, mask), port_softmax(q, k, v, mask.double()))
+
+
+def test_dropout_draws_drop_the_rounded_rate_and_rescale():
+    t, scale = drop_threshold(0.1)
+    assert t == 3277 and scale == 1 / (1 - 3277 / 32768)
+    torch.manual_seed(0)
+    drop = dropout_drop((1000, 1000), 0.1, "cpu")
+    assert abs(drop.double().mean().item() - 3277 / 32768) < 1e-3
