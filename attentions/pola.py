@@ -243,9 +243,9 @@ def pola_linear(q, k, v, power, mask, eps: float, polarity: bool = True) -> torc
 
 class _DepthwiseConvCPU(torch.autograd.Function):
     """Depthwise "same" Conv2d of a channels-last x, with a backward that avoids torch's slow CPU
-    depthwise backward: dx is the forward convolution with the flipped kernel; dw one depthwise
-    convolution of the padded input with the output gradient as kernel (`_depthwise_weight_grad`);
-    db a sum."""
+    depthwise backward: dx is the forward convolution with the flipped kernel, dw a product and a
+    sum per tap (1-D) or one depthwise convolution of the padded input with the output gradient
+    as kernel (2-D; `_depthwise_weight_grad`), db a sum."""
 
     @staticmethod
     def forward(ctx, x, w, b):
@@ -270,15 +270,20 @@ class _DepthwiseConvCPU(torch.autograd.Function):
 
 
 def _depthwise_weight_grad(x, gy, ph: int, pw: int) -> torch.Tensor:
-    """dw[c, 0, i, j] = sum_{b, y, x} gy[b, c, y, x] xpad[b, c, y + i, x + j]: (C, 1, 2ph + 1, 2pw + 1).
-
-    The B padded images are stacked into one tall image (B (h + 2ph) rows, still channels-last)
-    and correlated with the stacked gradients (each followed by 2ph zero rows, the last ones cut)
-    as a depthwise kernel: each output (i, j) then sums over all images, and a window reaches
-    from one image into the next only where the gradient kernel is zero."""
+    """dw[c, 0, i, j] = sum_{b, y, x} gy[b, c, y, x] xpad[b, c, y + i, x + j]: (C, 1, 2ph + 1, 2pw + 1),
+    for channels-last x and gy (their memory is (B, h, w, C): the (B, N, D) of the layer)."""
     B, C, h, wd = x.shape
+    xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, pw, pw, ph, ph))  # (B, h + 2ph, wd + 2pw, C)
+    if ph == 0:  # 1-D: one product and one column sum per tap
+        g = gy.permute(0, 2, 3, 1)
+        taps = [(g * xp[:, :, j:j + wd]).view(-1, C).sum(0) for j in range(2 * pw + 1)]
+        return torch.stack(taps, dim=-1).view(C, 1, 1, -1)
+    # 2-D: the K x K taps as one depthwise convolution. The B padded images are stacked into one
+    # tall image (B (h + 2ph) rows, still channels-last) and correlated with the stacked gradients
+    # (each followed by 2ph zero rows, the last ones cut) as the kernel: each output (i, j) then
+    # sums over all images, and a window reaches from one image into the next only where the
+    # gradient kernel is zero. Only the gradient is transposed (the kernel must be channel-major).
     hp = h + 2 * ph
-    xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, pw, pw, ph, ph))  # (B, hp, wd + 2pw, C)
     tall = xp.reshape(1, B * hp, wd + 2 * pw, C).permute(0, 3, 1, 2)
     gp = F.pad(gy.permute(0, 2, 3, 1), (0, 0, 0, 0, 0, 2 * ph)).reshape(B * hp, wd, C)[: B * hp - 2 * ph]
     kernel = gp.permute(2, 0, 1).unsqueeze(1).contiguous()  # (C, 1, B hp - 2ph, wd)
