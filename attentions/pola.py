@@ -44,9 +44,10 @@ Options (ablation switches of the paper's Table 3 and Appendix A.4, and the offi
     key_pos (bool, False): the official module's learnable, zero-initialised positional term P
         (max_len x D, per position and channel) added to k before the scale and the feature map
         (padded keys are zeroed after the addition). Off by default: it costs max_len x D
-        parameters per layer (2048 x 64 = 131k per layer at ListOps, against a model of about
-        100k parameters without it), and the encoder already adds learned absolute positions to
-        every token.
+        parameters per layer, 2048 x 64 = 131,072 per layer at ListOps' length, where the whole
+        2-layer pola-a3 model has 218k without it (87k besides the encoder's own 2048 x 64
+        position table): on, it is 480k. And the encoder already adds learned absolute positions
+        to every token.
     gate_init ("kaiming" | "zeros" | "normal" | "uniform" | "ones", "kaiming"): initialisation of
         the g projection's weight: nn.Linear's default (kaiming uniform), or torch.nn.init's
         zeros_, normal_ (mean 0, std 1), uniform_ (0, 1), ones_; the bias keeps nn.Linear's default.
@@ -55,22 +56,19 @@ Options (ablation switches of the paper's Table 3 and Appendix A.4, and the offi
     impl ("fast" | "reference", "fast"): the production path below, or the plain quadratic form
         (every step written as the equations above, torch autograd throughout).
 
-The fast path computes the same function with fewer passes over (N, d) tensors (the layer is
-bound by element-wise work on CPU, not by its matmuls):
+The fast path computes the same function with fewer passes over (N, d) tensors (on CPU the layer
+is bound by element-wise work, not by its matmuls); docs/pola-1d.md says how and how it is tested:
   - 1/softplus(s) is folded into the q and k rows of the projection weight, and q, k, v and g come
     from one Linear(D -> 4D) (the parameters stay the separate qkv, gate and scale of the module);
-  - the sign-split features are G = [|x|^p, sign(x) |x|^p] (`sign_split_power`, one autograd
-    Function: forward abs, pow, copysign; backward one pass for dx and d(power)), and since
-    ReLU(+-x)^p = (|x|^p +- sign(x)|x|^p) / 2, both streams come from one product G_q @ M with a
-    small (2d, d + 2) matrix M mixed from G_k^T v and sum G_k (`pola_linear`): same-sign
-    similarity (a_q.a_k + b_q.b_k) / 2, opposite-sign (a_q.a_k - b_q.b_k) / 2;
-  - the two streams are normalised by one autograd Function (`_Normalise`) that writes the result
-    in the merged-heads layout;
+  - `pola_linear(q, k, v, power, mask, eps, polarity)` is the whole linear-form core on already
+    scaled q and k, one autograd Function with a hand-written backward (a fused kernel can replace
+    it): with a = |x|^p and b = sign(x)|x|^p, ReLU(+-x)^p = (a +- b) / 2, so the same-sign
+    similarity is (a_q.a_k + b_q.b_k) / 2, the opposite-sign one (a_q.a_k - b_q.b_k) / 2, and both
+    streams come from a_q Ma + b_q Mb with small matrices mixed from v^T a_k, v^T b_k and the key
+    sums; no masked copies, no concatenated features;
   - the depthwise convolution runs as one Conv2d on the channels-last view of v (B, N, D), with a
     hand-written backward on CPU (`depthwise_conv`; torch's CPU depthwise backward is many times
-    slower): the weight gradient is itself one depthwise convolution.
-`pola_linear(q, k, v, power, mask, eps, polarity)` is the whole linear-form core on already
-scaled q and k, so a fused kernel can replace it.
+    slower at these shapes).
 
 Numerics: features and normalisers run in float32 with autocast off (p up to 8 overflows
 float16 at |x| > 4); so do the convolution and the gate product.

@@ -27,7 +27,7 @@ ABLATIONS = [
 
 
 def spec_pola(layer, x, mask):
-    """pola-1d.md written out literally: one sequence and one head at a time, real keys only."""
+    """docs/pola-1d.md written out literally: one sequence and one head at a time, real keys only."""
     o_opts = layer.options
     B, N, D = x.shape
     H, d = layer.heads, layer.head_dim
