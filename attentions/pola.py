@@ -113,22 +113,26 @@ GATE_INITS = {
 
 
 def _power_features(x: torch.Tensor, pp: torch.Tensor):
-    """a = |x|^p, b = sign(x)|x|^p (ReLU(+-x)^p = (a +- b) / 2) and log|x| for the backward, floored
-    at log(tiny) so that it is finite where x = 0 (there a = b = 0, exactly: exp(p log 0) = 0)."""
-    log_abs = torch.abs(x, out=x.new_empty(x.shape)).log_()  # contiguous (B, H, N, d), whatever x's layout
+    """a = |x|^p and b = sign(x)|x|^p (ReLU(+-x)^p = (a +- b) / 2), contiguous (B, H, N, d) whatever
+    x's layout, and for the backward log|x| and p / |x|. Where x = 0, a = b = 0 exactly
+    (exp(p log 0) = 0); there log|x| is floored at log(tiny) and |x| at p tiny (the smallest normal
+    number, times p so that p / |x| stays finite), which keeps 0 log 0 and 0 / 0 out of the
+    backward and changes nothing for normal numbers."""
+    tiny = torch.finfo(x.dtype).tiny
+    ax = torch.abs(x, out=x.new_empty(x.shape))
+    log_abs = ax.log()
     a = (log_abs * pp).exp_()
     b = torch.copysign(a, x)
-    return a, b, log_abs.clamp_min_(math.log(torch.finfo(x.dtype).tiny))
+    slope = torch.div(pp, torch.maximum(ax, pp * tiny, out=ax), out=ax)
+    return a, b, log_abs.clamp_min_(math.log(tiny)), slope
 
 
-def _power_features_backward(x, a, b, log_abs, da, db, pp):
-    """(dx, dp) of _power_features, p summed over batch and positions: (H, d).
+def _power_features_backward(a, b, log_abs, slope, da, db):
+    """(dx, dp) of _power_features (slope = p / |x|), p summed over batch and positions: (H, d).
 
-    d(a, b)/dp = (a, b) log|x|;  da/dx = p b / |x|,  db/dx = p a / |x|  (b = sign(x) a). Where x = 0
-    all of a, b, their products are 0, and |x| floored at the smallest normal number keeps 0 / 0
-    out; elsewhere the floor changes nothing."""
+    d(a, b)/dp = (a, b) log|x|;  da/dx = p b / |x|,  db/dx = p a / |x|  (b = sign(x) a)."""
     dp = torch.addcmul(da * a, db, b).mul_(log_abs).sum((0, 2))
-    dx = torch.addcmul(da * b, db, a).mul_(pp).div_(x.abs().clamp_min_(torch.finfo(x.dtype).tiny))
+    dx = torch.addcmul(da * b, db, a).mul_(slope)
     return dx, dp
 
 
@@ -186,8 +190,8 @@ class _PolaLinear(torch.autograd.Function):
         pp = power[:, None, :]
         k = k * m
         v = v.contiguous()  # the products below batch over (B, H): one copy here, none in them
-        aq, bq, lq = _power_features(q, pp)
-        ak, bk, lk = _power_features(k, pp)
+        aq, bq, lq, sq = _power_features(q, pp)
+        ak, bk, lk, sk = _power_features(k, pp)
         vt = v.transpose(-2, -1)
         ka, kb = _bmm(vt, ak) / n2, _bmm(vt, bk) / n2  # (B, H, d_v, d): v^T a_k, the cheap layout
         sa, sb = ak.sum(-2, keepdim=True) / n2, bk.sum(-2, keepdim=True) / n2
@@ -198,14 +202,14 @@ class _PolaLinear(torch.autograd.Function):
         den = r[..., dv:, None] + eps  # (B, H, N, S, 1)
         out = r.new_empty(B, N, H, dv).transpose(1, 2)  # merged-heads memory: merge_heads is a view
         torch.div(r[..., :dv].unflatten(-1, (S, dv // S)), den, out=out.unflatten(-1, (S, dv // S)))
-        ctx.save_for_backward(q, k, v, m, n2, pp, aq, bq, lq, ak, bk, lk, ma, mb, den, out)
+        ctx.save_for_backward(v, m, n2, aq, bq, lq, sq, ak, bk, lk, sk, ma, mb, den, out)
         ctx.polarity = polarity
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, go):
-        q, k, v, m, n2, pp, aq, bq, lq, ak, bk, lk, ma, mb, den, out = ctx.saved_tensors
+        v, m, n2, aq, bq, lq, sq, ak, bk, lk, sk, ma, mb, den, out = ctx.saved_tensors
         B, H, N, dv = out.shape
         S = den.shape[-2]
         # normalisation: d num = go / den, d den = -sum(go out) / den per stream
@@ -220,8 +224,8 @@ class _PolaLinear(torch.autograd.Function):
         # ka = v^T a_k, sa = sum_j a_k (and the same for b)
         dak, dbk = _bmm(v, dka, add=dsa), _bmm(v, dkb, add=dsb)
         dvv = _bmm(ak, dka.transpose(-2, -1), add=_bmm(bk, dkb.transpose(-2, -1)))
-        dq, dpq = _power_features_backward(q, aq, bq, lq, daq, dbq, pp)
-        dk, dpk = _power_features_backward(k, ak, bk, lk, dak, dbk, pp)
+        dq, dpq = _power_features_backward(aq, bq, lq, sq, daq, dbq)
+        dk, dpk = _power_features_backward(ak, bk, lk, sk, dak, dbk)
         return dq, dk.mul_(m), dvv, dpq + dpk, None, None, None
 
 
