@@ -127,11 +127,11 @@ def _power_features(x: torch.Tensor, pp: torch.Tensor):
     return a, b, log_abs.clamp_min_(math.log(tiny)), slope
 
 
-def _power_features_backward(a, b, log_abs, slope, da, db):
+def _power_features_backward(a, b, log_abs, slope, da, db, need_p: bool = True):
     """(dx, dp) of _power_features (slope = p / |x|), p summed over batch and positions: (H, d).
 
     d(a, b)/dp = (a, b) log|x|;  da/dx = p b / |x|,  db/dx = p a / |x|  (b = sign(x) a)."""
-    dp = torch.addcmul(da * a, db, b).mul_(log_abs).sum((0, 2))
+    dp = torch.addcmul(da * a, db, b).mul_(log_abs).sum((0, 2)) if need_p else None
     dx = torch.addcmul(da * b, db, a).mul_(slope)
     return dx, dp
 
@@ -202,14 +202,19 @@ class _PolaLinear(torch.autograd.Function):
         den = r[..., dv:, None] + eps  # (B, H, N, S, 1)
         out = r.new_empty(B, N, H, dv).transpose(1, 2)  # merged-heads memory: merge_heads is a view
         torch.div(r[..., :dv].unflatten(-1, (S, dv // S)), den, out=out.unflatten(-1, (S, dv // S)))
-        ctx.save_for_backward(v, m, n2, aq, bq, lq, sq, ak, bk, lk, sk, ma, mb, den, out)
+        ctx.save_for_backward(v, n2, aq, bq, lq, sq, ak, bk, lk, sk, ma, mb, den, out)
         ctx.polarity = polarity
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, go):
-        v, m, n2, aq, bq, lq, sq, ak, bk, lk, sk, ma, mb, den, out = ctx.saved_tensors
+        with float32_core(go.device):  # as the forward ran, whatever autocast surrounds the backward
+            return _PolaLinear._backward(ctx, go)
+
+    @staticmethod
+    def _backward(ctx, go):
+        v, n2, aq, bq, lq, sq, ak, bk, lk, sk, ma, mb, den, out = ctx.saved_tensors
         B, H, N, dv = out.shape
         S = den.shape[-2]
         # normalisation: d num = go / den, d den = -sum(go out) / den per stream
@@ -224,9 +229,11 @@ class _PolaLinear(torch.autograd.Function):
         # ka = v^T a_k, sa = sum_j a_k (and the same for b)
         dak, dbk = _bmm(v, dka, add=dsa), _bmm(v, dkb, add=dsb)
         dvv = _bmm(ak, dka.transpose(-2, -1), add=_bmm(bk, dkb.transpose(-2, -1)))
-        dq, dpq = _power_features_backward(aq, bq, lq, sq, daq, dbq)
-        dk, dpk = _power_features_backward(ak, bk, lk, sk, dak, dbk)
-        return dq, dk.mul_(m), dvv, dpq + dpk, None, None, None
+        need_p = ctx.needs_input_grad[3]
+        dq, dpq = _power_features_backward(aq, bq, lq, sq, daq, dbq, need_p)
+        # dk is 0 at padded keys without a mask: their a_k = b_k = 0 (k was zeroed)
+        dk, dpk = _power_features_backward(ak, bk, lk, sk, dak, dbk, need_p)
+        return dq, dk, dvv, dpq + dpk if need_p else None, None, None, None
 
 
 def pola_linear(q, k, v, power, mask, eps: float, polarity: bool = True) -> torch.Tensor:
@@ -259,6 +266,11 @@ class _DepthwiseConvCPU(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, gy):
+        with float32_core(gy.device):
+            return _DepthwiseConvCPU._backward(ctx, gy)
+
+    @staticmethod
+    def _backward(ctx, gy):
         x, w = ctx.saved_tensors
         (ph, pw), C = ctx.pad, x.shape[1]
         dx = dw = db = None
