@@ -22,7 +22,7 @@ port did on CPU only, where `.to("cpu")` returns the parameter itself). docs/fai
 the measured effect of both.
 
 Options:
-    k (int, 128): projected length (lra-reference section 4).
+    k (int, 128): projected length (docs/lra-reference.md section 4).
     init_std (float, 0.02): standard deviation of E's normal initialisation.
     train_e (bool, False): E is a trained parameter (the paper) instead of a fixed, saved buffer
         (the port that produced the published numbers).

@@ -20,7 +20,7 @@ zeros in (xformers issue 360 had NaNs from the same cause). A sequence shorter t
 tokens as n landmarks (the rest are switched off), which makes the method exact softmax there.
 
 Options:
-    landmarks (int, 128): number of landmarks m (lra-reference section 4).
+    landmarks (int, 128): number of landmarks m (docs/lra-reference.md section 4).
     pinv_iters (int, 6): iterations of the pseudo-inverse (the paper's 6).
     pinv_init ("matrix" | "batch", "matrix"): Z0 of the pseudo-inverse divides by the max column
         sum of each matrix, or (`batch`, the port's rule, a plain bug kept for reproducing it) of

@@ -29,7 +29,7 @@ Padded keys get zero features (the port gave them eps features that entered the 
 the amount of padding changed the output).
 
 Options:
-    features (int, 128): number of random features m (lra-reference section 4: m = 128).
+    features (int, 128): number of random features m (docs/lra-reference.md section 4: m = 128).
     redraw (bool, False): draw a new W at every training forward (never in eval). W is a buffer,
         drawn from the global generator at construction (seeded, saved in the state dict).
     kernel_eps (float, 1e-4): the positive floor eps added to every feature.

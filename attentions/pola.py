@@ -1,7 +1,8 @@
-"""PolaFormer: polarity-aware linear attention, in its 1-D form for sequences (pola-1d.md).
+"""PolaFormer: polarity-aware linear attention, the project's 1-D form (docs/pola-1d.md).
 
-Per head, with q, k, v in R^{N x d} and real keys j only (k, v are zero at padding):
+Per head, with q, k, v in R^{N x d} and real keys j only (k is zeroed at padding):
 
+    k <- k + P[:N]                       (key positional term, option key_pos; P in R^{max_len x D}, init 0)
     q <- q / softplus(s),  k <- k / softplus(s)                    s in R^D, init 0 (no 1/sqrt(d))
     p = 1 + alpha * sigmoid(w)                                      w in R^{H x d}, init 0
     q+ = ReLU(q)^p, q- = ReLU(-q)^p, k+ = ReLU(k)^p, k- = ReLU(-k)^p   (element-wise, per channel)
@@ -12,29 +13,65 @@ Per head, with q, k, v in R^{N x d} and real keys j only (k, v are zero at paddi
     o = [os, oo] (heads merged) + dwc(v);   o <- o * g;   y = out(o)
 
 g = Linear(D -> D)(x) is the polarity gate (per head its first d/2 channels scale the same-sign
-stream, its last d/2 the opposite-sign stream), dwc a depthwise Conv1d over the sequence on the
-masked v (D channels, odd kernel, "same" padding, bias). The two streams are normalised
-separately; the opposite stream is not subtracted. The quadratic reference form (impl=reference)
-writes the same output with A^s_ij = qs_i . phi_k_j and A^o_ij = qo_i . phi_k_j, each row divided
-by its sum + n eps; `attention_maps` returns those row-normalised maps (for entropy and plots).
+stream, its last d/2 the opposite-sign stream); the two streams are normalised separately and the
+opposite stream is not subtracted. dwc is a depthwise convolution of v (padded positions zeroed
+first), with bias and "same" zero padding:
+  - on sequences (grid None): 1-D along the sequence, D channels, dwc_kernel taps;
+  - on image tasks (grid (h, w), N = h * w tokens in row-major order: Image, Pathfinder, Path-X):
+    2-D, dwc_kernel x dwc_kernel over the h x w grid, as the official vision module does it:
+    head_dim channels, one kernel shared by all heads (Conv2d(d, d, K, groups=d) on (B*H, d, h, w)).
+    dwc_2d=False forces the 1-D form there (ablation).
+The quadratic reference form (impl=reference) writes the same output with A^s_ij = qs_i . phi_k_j
+and A^o_ij = qo_i . phi_k_j, each row divided by its sum + n eps; `attention_maps` returns those
+row-normalised maps (for entropy and plots).
 
 Paper: Meng et al., "PolaFormer: Polarity-aware Linear Attention for Vision Transformers",
-ICLR 2025 (LRA: Table 4, Table 6). The authors' code holds only the 2-D vision module; this is
-the project's 1-D definition, /work/shared/pola-1d.md, and nothing else. alpha is the paper's
-scaling factor (3, 5, 7 in Table 4: presets pola-a3, pola-a5, pola-a7).
+ICLR 2025 (LRA: Table 4, Table 6). The authors' code holds only the 2-D vision module
+(ZacharyMeng/PolaFormer, models/pola_pvt.py, PolaLinearAttention); the 1-D form is the project's
+own definition, docs/pola-1d.md, which also says how the official module's key positional term
+and 2-D convolution are adapted. alpha is the paper's scaling factor (3, 5, 7 in Table 4:
+presets pola-a3, pola-a5, pola-a7).
 
-Options (ablation switches of the paper's Table 3 and Appendix A.4):
+Options (ablation switches of the paper's Table 3 and Appendix A.4, and the official module's extras):
     alpha (float, 3.0): power range, p in (1, 1 + alpha), starting at 1 + alpha / 2.
-    dwc_kernel (int, 5): kernel size of the depthwise convolution (odd).
+    dwc_kernel (int, 5): kernel size of the depthwise convolution (odd; K x K in its 2-D form).
     polarity (bool, True): False keeps only the positive stream, phi(x) = ReLU(x)^p on all of v.
     gate (bool, True): False drops the g multiplication (and the g projection).
     dwc (bool, True): False drops the convolution term.
+    dwc_2d (bool, True): on image tasks (grid set) the convolution is the official 2-D K x K one
+        over the grid; False forces the 1-D K-tap form along the row-major sequence there (on
+        sequence tasks the 1-D form runs either way).
+    key_pos (bool, False): the official module's learnable, zero-initialised positional term P
+        (max_len x D, per position and channel) added to k before the scale and the feature map
+        (padded keys are zeroed after the addition). Off by default: it costs max_len x D
+        parameters per layer, 2048 x 64 = 131,072 per layer at ListOps' length, where the whole
+        2-layer pola-a3 model has 218k without it (87k besides the encoder's own 2048 x 64
+        position table): on, it is 480k. And the encoder already adds learned absolute positions
+        to every token.
     gate_init ("kaiming" | "zeros" | "normal" | "uniform" | "ones", "kaiming"): initialisation of
         the g projection's weight: nn.Linear's default (kaiming uniform), or torch.nn.init's
         zeros_, normal_ (mean 0, std 1), uniform_ (0, 1), ones_; the bias keeps nn.Linear's default.
     learnable_power (bool, True): False fixes p at 1 + alpha / 2 (w is a buffer of zeros).
     eps (float, 1e-6): added to each normaliser (relative to a mean, see the sums above).
-    impl ("fast" | "reference", "fast"): the linear form, or the quadratic reference form.
+    impl ("auto" | "fused" | "fast" | "reference", "auto"): auto = the fused Triton kernels of the
+        linear-form core (attentions/fused_linear.py, `fused_pola`) on a CUDA device with triton,
+        else fast; fused = the kernels or an error saying why not; fast = the torch path below;
+        reference = the plain quadratic form (every step written as the equations above, torch
+        autograd throughout). The projection, convolution and gate are torch ops on every path.
+
+The fast path computes the same function with fewer passes over (N, d) tensors (on CPU the layer
+is bound by element-wise work, not by its matmuls); docs/pola-1d.md says how and how it is tested:
+  - 1/softplus(s) is folded into the q and k rows of the projection weight, and q, k, v and g come
+    from one Linear(D -> 4D) (the parameters stay the separate qkv, gate and scale of the module);
+  - `pola_linear(q, k, v, power, mask, eps, polarity)` is the whole linear-form core on already
+    scaled q and k, one autograd Function with a hand-written backward (a fused kernel can replace
+    it): with a = |x|^p and b = sign(x)|x|^p, ReLU(+-x)^p = (a +- b) / 2, so the same-sign
+    similarity is (a_q.a_k + b_q.b_k) / 2, the opposite-sign one (a_q.a_k - b_q.b_k) / 2, and both
+    streams come from a_q Ma + b_q Mb with small matrices mixed from v^T a_k, v^T b_k and the key
+    sums; no masked copies, no concatenated features;
+  - the depthwise convolution runs as one Conv2d on the channels-last view of v (B, N, D), with a
+    hand-written backward on CPU (`depthwise_conv`; torch's CPU depthwise backward is many times
+    slower at these shapes).
 
 Numerics: features and normalisers run in float32 with autocast off (p up to 8 overflows
 float16 at |x| > 4); so do the convolution and the gate product.
@@ -44,23 +81,26 @@ Cost: O(N d^2) time per head, O(N d + d^2) memory; no N x N matrix in the linear
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from attentions.base import (
     AttentionBase,
     core_dtype,
     float32_core,
     key_mask,
-    linear_attention,
     merge_heads,
     quadratic_linear_attention,
     sequence_conv,
+    split_heads,
 )
+from attentions.fused_linear import fused_pola, kernel_info, use_fused
 from attentions.registry import register
 from lra_base.errors import ConfigError
 
@@ -73,22 +113,226 @@ GATE_INITS = {
 }
 
 
-def pola_features(q, k, scale, power):
-    """(qs, qo, phi_k) of the module docstring (and q+, k+ for the no-polarity ablation).
-    q, k: (B, H, N, d); scale: softplus(s) as (H, d); power: p as (H, d)."""
-    sp = scale[None, :, None, :]
+# --- the fast path ----------------------------------------------------------------------------------
+
+
+def _power_features(x: torch.Tensor, pp: torch.Tensor):
+    """a = |x|^p and b = sign(x)|x|^p (ReLU(+-x)^p = (a +- b) / 2), contiguous (B, H, N, d) whatever
+    x's layout, and for the backward log|x| and p / |x|. Where x = 0, a = b = 0 exactly
+    (exp(p log 0) = 0); there log|x| is floored at log(tiny) and |x| at p tiny (the smallest normal
+    number, times p so that p / |x| stays finite), which keeps 0 log 0 and 0 / 0 out of the
+    backward and changes nothing for normal numbers."""
+    tiny = torch.finfo(x.dtype).tiny
+    ax = torch.abs(x, out=x.new_empty(x.shape))
+    log_abs = ax.log()
+    a = (log_abs * pp).exp_()
+    b = torch.copysign(a, x)
+    slope = torch.div(pp, torch.maximum(ax, pp * tiny, out=ax), out=ax)
+    return a, b, log_abs.clamp_min_(math.log(tiny)), slope
+
+
+def _power_features_backward(a, b, log_abs, slope, da, db, need_p: bool = True):
+    """(dx, dp) of _power_features (slope = p / |x|), p summed over batch and positions: (H, d).
+
+    d(a, b)/dp = (a, b) log|x|;  da/dx = p b / |x|,  db/dx = p a / |x|  (b = sign(x) a)."""
+    dp = torch.addcmul(da * a, db, b).mul_(log_abs).sum((0, 2)) if need_p else None
+    dx = torch.addcmul(da * b, db, a).mul_(slope)
+    return dx, dp
+
+
+def _mixing(ka, kb, sa, sb, polarity: bool):
+    """The small matrices Ma, Mb (B, H, d, d_v + S) with numerators | denominators = a_q Ma + b_q Mb.
+
+    ka = v^T a_k, kb = v^T b_k (B, H, d_v, d), sa, sb = sum_j a_k, b_k (B, H, 1, d), all already / 2n.
+      polarity (S = 2): same sign  <q+,k+> + <q-,k-> = (a_q.a_k + b_q.b_k) / 2,
+                        opposite   <q-,k+> + <q+,k-> = (a_q.a_k - b_q.b_k) / 2, so
+                        Ma = [ka_s^T, ka_o^T, sa^T, sa^T],  Mb = [kb_s^T, -kb_o^T, sb^T, -sb^T];
+      no polarity (S = 1): <q+,k+> = (a_q + b_q).(a_k + b_k) / 4, so Ma = Mb = [(ka + kb)^T, (sa + sb)^T] / 2."""
+    if not polarity:
+        m = torch.cat([ka + kb, sa + sb], dim=-2).transpose(-2, -1) / 2
+        return m, m
+    dv = ka.shape[-2]
+    sign = torch.ones(dv, 1, dtype=kb.dtype, device=kb.device)
+    sign[dv // 2:] = -1
+    ma = torch.cat([ka, sa, sa], dim=-2).transpose(-2, -1)
+    mb = torch.cat([kb * sign, sb, -sb], dim=-2).transpose(-2, -1)
+    return ma, mb
+
+
+def _mixing_backward(dma, dmb, dv: int, polarity: bool):
+    """(dka, dkb, dsa, dsb) of _mixing."""
+    if not polarity:
+        dm = (dma + dmb).transpose(-2, -1) / 2
+        return dm[..., :dv, :], dm[..., :dv, :], dm[..., dv:, :], dm[..., dv:, :]
+    ga, gb = dma.transpose(-2, -1), dmb.transpose(-2, -1)  # (B, H, d_v + 2, d)
+    sign = torch.ones(dv, 1, dtype=gb.dtype, device=gb.device)
+    sign[dv // 2:] = -1
+    return (ga[..., :dv, :], gb[..., :dv, :] * sign,
+            ga[..., dv:dv + 1, :] + ga[..., dv + 1:, :], gb[..., dv:dv + 1, :] - gb[..., dv + 1:, :])
+
+
+def _bmm(a, b, add=None):
+    """a @ b (+ add, broadcast) over the leading (B, H) dims, the addition fused into the product."""
+    lead, rows, cols = a.shape[:-2], a.shape[-2], b.shape[-1]
+    a3, b3 = a.reshape(-1, rows, a.shape[-1]), b.reshape(-1, b.shape[-2], cols)
+    if add is None:
+        return torch.bmm(a3, b3).view(*lead, rows, cols)
+    add3 = add.reshape(-1, *add.shape[-2:])  # (.., 1, cols) broadcasts inside baddbmm
+    return torch.baddbmm(add3, a3, b3).view(*lead, rows, cols)
+
+
+class _PolaLinear(torch.autograd.Function):
+    """The linear-form core as one autograd Function: every tensor of size N is written once
+    forward and once backward, contiguous (no masked copies, no concatenated features, no
+    zero-filled slice gradients). See `pola_linear`."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, power, mask, eps, polarity):
+        B, H, N, d = q.shape
+        m = key_mask(mask, q.dtype)
+        n2 = 2 * mask.sum(-1).clamp(min=1).to(q.dtype)[:, None, None, None]  # the mean's n, the halves' 2
+        pp = power[:, None, :]
+        k = k * m
+        v = v.contiguous()  # the products below batch over (B, H): one copy here, none in them
+        aq, bq, lq, sq = _power_features(q, pp)
+        ak, bk, lk, sk = _power_features(k, pp)
+        vt = v.transpose(-2, -1)
+        ka, kb = _bmm(vt, ak) / n2, _bmm(vt, bk) / n2  # (B, H, d_v, d): v^T a_k, the cheap layout
+        sa, sb = ak.sum(-2, keepdim=True) / n2, bk.sum(-2, keepdim=True) / n2
+        ma, mb = _mixing(ka, kb, sa, sb, polarity)
+        r = _bmm(aq, ma, add=_bmm(bq, mb))
+        S = 2 if polarity else 1
+        dv = v.shape[-1]
+        den = r[..., dv:, None] + eps  # (B, H, N, S, 1)
+        out = r.new_empty(B, N, H, dv).transpose(1, 2)  # merged-heads memory: merge_heads is a view
+        torch.div(r[..., :dv].unflatten(-1, (S, dv // S)), den, out=out.unflatten(-1, (S, dv // S)))
+        ctx.save_for_backward(v, n2, aq, bq, lq, sq, ak, bk, lk, sk, ma, mb, den, out)
+        ctx.polarity = polarity
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, go):
+        with float32_core(go.device):  # as the forward ran, whatever autocast surrounds the backward
+            return _PolaLinear._backward(ctx, go)
+
+    @staticmethod
+    def _backward(ctx, go):
+        v, n2, aq, bq, lq, sq, ak, bk, lk, sk, ma, mb, den, out = ctx.saved_tensors
+        B, H, N, dv = out.shape
+        S = den.shape[-2]
+        # normalisation: d num = go / den, d den = -sum(go out) / den per stream
+        dr = go.new_empty(B, H, N, dv + S)
+        dnum = dr[..., :dv].unflatten(-1, (S, dv // S))
+        torch.div(go.unflatten(-1, (S, dv // S)), den, out=dnum)
+        dr[..., dv:] = -(dnum * out.unflatten(-1, (S, dv // S))).sum(-1)
+        # r = a_q Ma + b_q Mb
+        daq, dbq = _bmm(dr, ma.transpose(-2, -1)), _bmm(dr, mb.transpose(-2, -1))
+        dma, dmb = _bmm(aq.transpose(-2, -1), dr), _bmm(bq.transpose(-2, -1), dr)
+        dka, dkb, dsa, dsb = (t / n2 for t in _mixing_backward(dma, dmb, dv, ctx.polarity))
+        # ka = v^T a_k, sa = sum_j a_k (and the same for b)
+        dak, dbk = _bmm(v, dka, add=dsa), _bmm(v, dkb, add=dsb)
+        dvv = _bmm(ak, dka.transpose(-2, -1), add=_bmm(bk, dkb.transpose(-2, -1)))
+        need_p = ctx.needs_input_grad[3]
+        dq, dpq = _power_features_backward(aq, bq, lq, sq, daq, dbq, need_p)
+        # dk is 0 at padded keys without a mask: their a_k = b_k = 0 (k was zeroed)
+        dk, dpk = _power_features_backward(ak, bk, lk, sk, dak, dbk, need_p)
+        return dq, dk, dvv, dpq + dpk if need_p else None, None, None, None
+
+
+def pola_linear(q, k, v, power, mask, eps: float, polarity: bool = True) -> torch.Tensor:
+    """The linear-form core: [os, oo] per head (B, H, N, d) (or the single positive stream).
+
+    q, k: (B, H, N, d), already divided by softplus(s) (and k offset by the positional term);
+    v: (B, H, N, d); power: p (H, d); mask: (B, N) bool. k is zeroed at padded positions here,
+    so padded keys and values add nothing (|0|^p = 0 zeroes their features). The result's memory
+    is laid out as (B, N, H, d): merge_heads of it is a view.
+
+    With a = |x|^p and b = sign(x)|x|^p per channel, ReLU(+-x)^p = (a +- b) / 2, so both streams'
+    numerators and denominators come from a_q Ma + b_q Mb with small (d, d + 2) matrices mixed from
+    v^T a_k, v^T b_k and the key sums (`_mixing`)."""
+    return _PolaLinear.apply(q, k, v, power, mask, eps, polarity)
+
+
+class _DepthwiseConvCPU(torch.autograd.Function):
+    """Depthwise "same" Conv2d of a channels-last x, with a backward that avoids torch's slow CPU
+    depthwise backward: dx is the forward convolution with the flipped kernel, dw a product and a
+    sum per tap (1-D) or one depthwise convolution of the padded input with the output gradient
+    as kernel (2-D; `_depthwise_weight_grad`), db a sum."""
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        pad = (w.shape[-2] // 2, w.shape[-1] // 2)
+        ctx.save_for_backward(x, w)
+        ctx.pad = pad
+        return F.conv2d(x, w, b, padding=pad, groups=x.shape[1])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gy):
+        with float32_core(gy.device):
+            return _DepthwiseConvCPU._backward(ctx, gy)
+
+    @staticmethod
+    def _backward(ctx, gy):
+        x, w = ctx.saved_tensors
+        (ph, pw), C = ctx.pad, x.shape[1]
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            dx = F.conv2d(gy, w.flip((-2, -1)), padding=ctx.pad, groups=C)
+        if ctx.needs_input_grad[1]:
+            dw = _depthwise_weight_grad(x, gy, ph, pw)
+        if ctx.needs_input_grad[2]:
+            db = gy.sum((0, 2, 3))
+        return dx, dw, db
+
+
+def _depthwise_weight_grad(x, gy, ph: int, pw: int) -> torch.Tensor:
+    """dw[c, 0, i, j] = sum_{b, y, x} gy[b, c, y, x] xpad[b, c, y + i, x + j]: (C, 1, 2ph + 1, 2pw + 1),
+    for channels-last x and gy (their memory is (B, h, w, C): the (B, N, D) of the layer)."""
+    B, C, h, wd = x.shape
+    xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, pw, pw, ph, ph))  # (B, h + 2ph, wd + 2pw, C)
+    if ph == 0:  # 1-D: one product and one column sum per tap
+        g = gy.permute(0, 2, 3, 1)
+        taps = [(g * xp[:, :, j:j + wd]).view(-1, C).sum(0) for j in range(2 * pw + 1)]
+        return torch.stack(taps, dim=-1).view(C, 1, 1, -1)
+    # 2-D: the K x K taps as one depthwise convolution. The B padded images are stacked into one
+    # tall image (B (h + 2ph) rows, still channels-last) and correlated with the stacked gradients
+    # (each followed by 2ph zero rows, the last ones cut) as the kernel: each output (i, j) then
+    # sums over all images, and a window reaches from one image into the next only where the
+    # gradient kernel is zero. Only the gradient is transposed (the kernel must be channel-major).
+    hp = h + 2 * ph
+    tall = xp.reshape(1, B * hp, wd + 2 * pw, C).permute(0, 3, 1, 2)
+    gp = F.pad(gy.permute(0, 2, 3, 1), (0, 0, 0, 0, 0, 2 * ph)).reshape(B * hp, wd, C)[: B * hp - 2 * ph]
+    kernel = gp.permute(2, 0, 1).unsqueeze(1).contiguous()  # (C, 1, B hp - 2ph, wd)
+    return F.conv2d(tall, kernel, groups=C).transpose(0, 1)
+
+
+def depthwise_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Depthwise "same" convolution of x (B, C, h, w) (channels-last views welcome) with w (C, 1, kh, kw)
+    (odd sizes) and bias b (C,)."""
+    if x.device.type == "cpu":
+        return _DepthwiseConvCPU.apply(x, w, b)
+    return F.conv2d(x, w, b, padding=(w.shape[-2] // 2, w.shape[-1] // 2), groups=x.shape[1])
+
+
+# --- the reference form -------------------------------------------------------------------------
+
+
+def reference_features(q, k, power):
+    """(q+, q-, k+, k-) of the module docstring, written plainly. q, k: (B, H, N, d); power (H, d)."""
     p = power[None, :, None, :]
-    q, k = q / sp, k / sp
-    # ReLU(x)^p and ReLU(-x)^p are |x|^p split by sign: one power per tensor instead of two
-    qa, ka = q.abs() ** p, k.abs() ** p
-    zero = qa.new_zeros(())
-    return torch.where(q > 0, qa, zero), torch.where(q < 0, qa, zero), torch.where(k > 0, ka, zero), torch.where(k < 0, ka, zero)
+    return torch.relu(q) ** p, torch.relu(-q) ** p, torch.relu(k) ** p, torch.relu(-k) ** p
+
+
+# --- the layer ------------------------------------------------------------------------------------
 
 
 @register("pola", complexity="O(N d^2) time, O(N d) memory",
           presets={"pola-a3": {"alpha": 3.0}, "pola-a5": {"alpha": 5.0}, "pola-a7": {"alpha": 7.0}})
 class PolaAttention(AttentionBase):
-    """PolaFormer (Meng et al., 2025): polarity-aware linear attention with a learnable power, 1-D form."""
+    """PolaFormer (Meng et al., 2025): polarity-aware linear attention with a learnable power, 1-D form
+    (2-D convolution on image tasks)."""
 
     linear_memory = True
 
@@ -99,10 +343,12 @@ class PolaAttention(AttentionBase):
         polarity: bool = True
         gate: bool = True
         dwc: bool = True
+        dwc_2d: bool = True
+        key_pos: bool = False
         gate_init: Literal["kaiming", "zeros", "normal", "uniform", "ones"] = "kaiming"
         learnable_power: bool = True
         eps: float = 1e-6
-        impl: Literal["fast", "reference"] = "fast"
+        impl: Literal["auto", "fused", "fast", "reference"] = "auto"
 
         def __post_init__(self):
             if not self.alpha > 0:
@@ -123,54 +369,147 @@ class PolaAttention(AttentionBase):
             self.power = nn.Parameter(power)
         else:
             self.register_buffer("power", power)
+        self.key_position = nn.Parameter(torch.zeros(max_len, dim)) if options.key_pos else None
         self.gate = nn.Linear(dim, dim) if options.gate else None
         if self.gate is not None and GATE_INITS[options.gate_init] is not None:
             GATE_INITS[options.gate_init](self.gate.weight)
         kk = options.dwc_kernel
-        self.dwc = nn.Conv1d(dim, dim, kk, padding=kk // 2, groups=dim) if options.dwc else None
+        self.dwc = None
+        if options.dwc and self.conv_2d:  # the official layout: head_dim channels, shared by the heads
+            self.dwc = nn.Conv2d(self.head_dim, self.head_dim, kk, padding=kk // 2, groups=self.head_dim)
+        elif options.dwc:
+            self.dwc = nn.Conv1d(dim, dim, kk, padding=kk // 2, groups=dim)
+
+    @property
+    def conv_2d(self) -> bool:
+        return self.options.dwc_2d and self.grid is not None
+
+    def info(self) -> dict:
+        o = self.options
+        if not o.dwc:
+            dwc = "off"
+        elif self.conv_2d:
+            dwc = f"2d {o.dwc_kernel}x{o.dwc_kernel} over the {self.grid[0]}x{self.grid[1]} grid"
+        else:
+            dwc = f"1d, kernel {o.dwc_kernel}"
+        return {"dwc": dwc, "key_pos": o.key_pos, **kernel_info(o.impl, self)}
 
     def exponent(self) -> torch.Tensor:
         """p = 1 + alpha * sigmoid(w), (H, d)."""
         return 1 + self.options.alpha * torch.sigmoid(self.power)
 
+    def _check_grid(self, n: int) -> None:
+        if self.conv_2d and self.dwc is not None and n != self.grid[0] * self.grid[1]:
+            raise ValueError(f"pola: the 2-D convolution needs the {self.grid[0]}x{self.grid[1]} grid's "
+                             f"{self.grid[0] * self.grid[1]} tokens, got a sequence of {n} (build the layer "
+                             f"with grid=None, or dwc_2d=False, for other lengths)")
+
+    def _dwc_kernel(self, dtype):
+        """The convolution as a depthwise Conv2d kernel over (D channels, rows, columns): (D, 1, kh, kw),
+        and its bias (D,). The 2-D kernel is shared by the heads, so it repeats per head."""
+        w, b = self.dwc.weight.to(dtype), self.dwc.bias.to(dtype)
+        if self.conv_2d:
+            return w.repeat(self.heads, 1, 1, 1), b.repeat(self.heads)
+        return w[:, :, None, :], b
+
+    def _conv_fast(self, vm: torch.Tensor) -> torch.Tensor:
+        """dwc of the masked v (B, N, D) -> (B, N, D), on its channels-last view (no copy)."""
+        B, N, D = vm.shape
+        h, w = self.grid if self.conv_2d else (1, N)
+        weight, bias = self._dwc_kernel(vm.dtype)
+        y = depthwise_conv(vm.reshape(B, h, w, D).permute(0, 3, 1, 2), weight, bias)
+        return y.permute(0, 2, 3, 1).reshape(B, N, D)
+
+    def _fused_projection(self, x: torch.Tensor) -> torch.Tensor:
+        """[q / softplus(s), k / softplus(s), v, g] (B, N, 4D) from one matmul: the scale is folded into
+        the weight rows of q and k (a (3D, D) product instead of two passes over (B, N, D))."""
+        inv = 1 / F.softplus(self.scale)
+        rows = torch.cat([inv, inv, torch.ones_like(inv)])
+        w, b = self.qkv.weight * rows[:, None], self.qkv.bias * rows
+        if self.gate is not None:
+            w, b = torch.cat([w, self.gate.weight]), torch.cat([b, self.gate.bias])
+        return F.linear(x, w, b)
+
+    def _forward_fast(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        D, N = self.dim, x.shape[1]
+        proj = self._fused_projection(x)
+        with float32_core(x.device):
+            # unbind, not slices: the backward stacks the four gradients in one pass (a slice's
+            # backward fills a zero tensor of the whole projection for each)
+            q, k, v, *g = proj.to(core_dtype(x.dtype)).unflatten(-1, (-1, D)).unbind(-2)
+            if self.key_position is not None:
+                k = k + self.key_position[:N].to(k.dtype) / F.softplus(self.scale.to(k.dtype))
+            vm = v * mask[..., None].to(v.dtype)
+            o = merge_heads(self.linear_core(split_heads(q, self.heads), split_heads(k, self.heads),
+                                             split_heads(vm, self.heads), mask))
+            if self.dwc is not None:
+                o = o + self._conv_fast(vm)
+            if g:
+                o = o * g[0]
+        return self.out(o)
+
+    def linear_core(self, q, k, vm, mask):
+        """The linear-form core on scaled q, k and masked v, each (B, H, N, d): the fused kernels
+        when `impl` selects them, else `pola_linear` (the same function: tests/test_fused_kernels.py).
+        pola_linear lays its result out as (B, N, H, d), so merging the heads is a view."""
+        args = (self.exponent().to(q.dtype), mask, self.options.eps, self.options.polarity)
+        if use_fused(self.options.impl, q):
+            return fused_pola(q, k, vm, *args)
+        return pola_linear(q, k, vm, *args)
+
+    # reference form: every step as written in the module docstring
+
+    def _scaled_qk(self, x):
+        q, k, v = self.project(x)
+        if self.key_position is not None:
+            k = k + split_heads(self.key_position[None, : x.shape[1]].to(k.dtype), self.heads)
+        scale = F.softplus(self.scale.to(q.dtype)).view(self.heads, 1, self.head_dim)
+        return q / scale, k / scale, v
+
     def _streams(self, q, k, mask):
         """The (query features, key features) pairs of each stream, and how v splits between them."""
-        dt = q.dtype
-        scale = F.softplus(self.scale.to(dt)).view(self.heads, self.head_dim)
-        q_pos, q_neg, k_pos, k_neg = pola_features(q, k * key_mask(mask, dt), scale, self.exponent().to(dt))
+        q_pos, q_neg, k_pos, k_neg = reference_features(q, k * key_mask(mask, k.dtype), self.exponent().to(q.dtype))
         if not self.options.polarity:
             return [(q_pos, k_pos)]
         phi_k = torch.cat([k_pos, k_neg], dim=-1)
         return [(torch.cat([q_pos, q_neg], dim=-1), phi_k), (torch.cat([q_neg, q_pos], dim=-1), phi_k)]
 
-    def core(self, q, k, v, mask):
-        """The attention term o = [os, oo] per head, (B, H, N, d), before dwc and gate."""
-        streams = self._streams(q, k, mask)
-        vs = v.chunk(len(streams), dim=-1)
-        eps = self.options.eps
-        if self.options.impl == "reference":
-            outs = [quadratic_linear_attention(fq, fk, vv, mask, eps, mean=True)[0] for (fq, fk), vv in zip(streams, vs)]
-        else:
-            outs = [linear_attention(fq, fk, vv, mask, eps, mean=True) for (fq, fk), vv in zip(streams, vs)]
-        return torch.cat(outs, dim=-1)
+    def _conv_reference(self, vm: torch.Tensor) -> torch.Tensor:
+        """dwc of the masked v (B, N, D): Conv2d on the (B * H, d, h, w) grid, or the 1-D shifted sums."""
+        if not self.conv_2d:
+            return sequence_conv(vm, self.dwc.weight[:, 0, :].T.to(vm.dtype), self.dwc.bias.to(vm.dtype))
+        B, N, D = vm.shape
+        grid = split_heads(vm, self.heads).reshape(B * self.heads, *self.grid, self.head_dim).permute(0, 3, 1, 2)
+        y = F.conv2d(grid, self.dwc.weight.to(vm.dtype), self.dwc.bias.to(vm.dtype),
+                     padding=self.options.dwc_kernel // 2, groups=self.head_dim)
+        return merge_heads(y.reshape(B, self.heads, self.head_dim, N).transpose(-2, -1))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.project(x)
+    def _forward_reference(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._scaled_qk(x)
         g = self.gate(x) if self.gate is not None else None
         with float32_core(x.device):
-            o = merge_heads(self.core(q, k, v, mask))
-            if self.dwc is not None:  # the Conv1d holds the weights; sequence_conv computes it
-                vm = merge_heads(v * key_mask(mask, v.dtype))  # (B, N, D)
-                o = o + sequence_conv(vm, self.dwc.weight[:, 0, :].T.to(vm.dtype), self.dwc.bias.to(vm.dtype))
+            streams = self._streams(q, k, mask)
+            vs = v.chunk(len(streams), dim=-1)
+            o = torch.cat([quadratic_linear_attention(fq, fk, vv, mask, self.options.eps, mean=True)[0]
+                           for (fq, fk), vv in zip(streams, vs)], dim=-1)
+            o = merge_heads(o)
+            if self.dwc is not None:
+                o = o + self._conv_reference(merge_heads(v * key_mask(mask, v.dtype)))
             if g is not None:
                 o = o * g.to(core_dtype(x.dtype))
         return self.out(o)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        self._check_grid(x.shape[1])
+        if self.options.impl == "reference":
+            return self._forward_reference(x, mask)
+        return self._forward_fast(x, mask)
 
     @torch.no_grad()
     def attention_maps(self, x: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
         """The row-normalised N x N attention maps of each stream ([A^s, A^o], or [A] without
         polarity), each (B, H, N, N): for entropy (PSE) and visualisation. Quadratic memory."""
-        q, k, v = self.project(x)
+        q, k, v = self._scaled_qk(x)
         with float32_core(x.device):
             return [quadratic_linear_attention(fq, fk, v, mask, self.options.eps, mean=True)[1]
                     for fq, fk in self._streams(q, k, mask)]

@@ -19,7 +19,7 @@ sequence's real length (as the port does), so no landmark is ever a padded token
 set is drawn at every forward, in training and in evaluation, as in the port.
 
 Options:
-    landmarks (int, 128): number of landmarks m (lra-reference section 4).
+    landmarks (int, 128): number of landmarks m (docs/lra-reference.md section 4).
     gamma (float, 0.1): the regulariser added to the landmark kernel's diagonal.
     pinv_iters (int, 6): iterations of the pseudo-inverse.
     pinv_init ("matrix" | "batch", "matrix"): Z0 of the pseudo-inverse divides by the max column

@@ -171,20 +171,19 @@ def test_non_contiguous_head_views():
 
 @pytest.mark.parametrize("polarity", [True, False])
 def test_naive_pola_is_the_pola_layer_core(polarity):
-    """naive_pola (and so fused_pola) with q, k divided by softplus(s) and p = the layer's exponent
-    is PolaAttention.core with impl=fast: the call the pola layer makes."""
+    """naive_pola (and so fused_pola) on the scaled q, k and masked v is PolaAttention.linear_core
+    with impl=fast (pola_linear, the torch path): the call the pola layer makes."""
     torch.manual_seed(0)
     layer = attentions.build("pola", dim=32, heads=2, max_len=64, polarity=polarity, impl="fast").double().to(DEVICE)
     with torch.no_grad():
-        layer.scale.normal_()
         layer.power.normal_()
     q, k, v, _, mask, _ = inputs(29, (29, 6), 16, torch.float64)
-    sp = torch.nn.functional.softplus(layer.scale).view(1, 2, 1, 16)
-    want = layer.core(q, k, v, mask)
-    got = fl.naive_pola(q / sp, k / sp, v, layer.exponent(), mask, layer.options.eps, polarity)
+    vm = v * mask[:, None, :, None]
+    want = layer.linear_core(q, k, vm, mask)
+    got = fl.naive_pola(q, k, vm, layer.exponent(), mask, layer.options.eps, polarity)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
-    fused = fl.fused_pola((q / sp).float(), (k / sp).float(), v.float(), layer.exponent().float(), mask, 1e-6, polarity)
-    assert_close("fused_pola vs PolaAttention.core", want, fused, *TOL[torch.float32])
+    fused = fl.fused_pola(q.float(), k.float(), vm.float(), layer.exponent().float(), mask, 1e-6, polarity)
+    assert_close("fused_pola vs PolaAttention.linear_core", want, fused, *TOL[torch.float32])
 
 
 def test_naive_linear_and_cosformer_are_the_torch_paths():
@@ -202,7 +201,7 @@ def test_naive_linear_and_cosformer_are_the_torch_paths():
 # --- the layers ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["linear", "cosformer"])
+@pytest.mark.parametrize("name", ["linear", "cosformer", "pola"])
 def test_layer_fused_equals_fast(name):
     """The wired layer: impl=fused and impl=fast with the same weights compute the same function
     (outputs on real tokens, gradients w.r.t. the input and every parameter)."""
@@ -218,17 +217,18 @@ def test_layer_fused_equals_fast(name):
         assert_close(f"{name} layer grad {key}", gb[key], ga[key], tol, atol)
 
 
-@pytest.mark.parametrize("name", ["linear", "cosformer"])
+@pytest.mark.parametrize("name", ["linear", "cosformer", "pola"])
 def test_layer_info_names_the_kernel_path(name):
     """info() follows the parameters' device and dtype: auto is the kernels on CUDA only."""
     make = lambda **o: attentions.build(name, dim=32, heads=2, max_len=16, **o)
+    kernel = lambda layer: layer.info()["kernel"]
     assert make().options.impl == "auto"
-    assert make().info() == {"kernel": "torch"}  # on the CPU
-    assert make(impl="fast").to(DEVICE).info() == {"kernel": "torch"}
-    assert make(impl="fused").info() == {"kernel": "triton"}
+    assert kernel(make()) == "torch"  # on the CPU
+    assert kernel(make(impl="fast").to(DEVICE)) == "torch"
+    assert kernel(make(impl="fused")) == "triton"
     if ON_GPU:
-        assert make().to(DEVICE).info() == {"kernel": "triton"}
-        assert make().to(DEVICE).double().info() == {"kernel": "torch"}  # float64 stays exact
+        assert kernel(make().to(DEVICE)) == "triton"
+        assert kernel(make().to(DEVICE).double()) == "torch"  # float64 stays exact
 
 
 def test_without_triton_or_interpreter_fused_says_why_and_auto_runs_torch():
