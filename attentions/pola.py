@@ -167,10 +167,13 @@ class PolaAttention(AttentionBase):
         return self.out(o)
 
     @torch.no_grad()
-    def attention_maps(self, x: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
-        """The row-normalised N x N attention maps of each stream ([A^s, A^o], or [A] without
-        polarity), each (B, H, N, N): for entropy (PSE) and visualisation. Quadratic memory."""
+    def attention_maps(self, x: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The row-normalised N x N attention maps of each stream, {"same-sign": A^s,
+        "opposite-sign": A^o} (or {"attention": A} without polarity), each (B, H, N, N): A^s mixes
+        the first half of v's head channels, A^o the second (AttentionBase.attention_maps).
+        Without dwc and gate. Quadratic memory."""
         q, k, v = self.project(x)
+        names = ["same-sign", "opposite-sign"] if self.options.polarity else ["attention"]
         with float32_core(x.device):
-            return [quadratic_linear_attention(fq, fk, v, mask, self.options.eps, mean=True)[1]
-                    for fq, fk in self._streams(q, k, mask)]
+            return {name: quadratic_linear_attention(fq, fk, v, mask, self.options.eps, mean=True)[1]
+                    for name, (fq, fk) in zip(names, self._streams(q, k, mask))}
