@@ -93,3 +93,34 @@ def test_grid_validates_every_cell_before_running(tmp_path, capsys):
     assert code == 2
     assert "unknown attention 'sofmax'" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_variants_are_cells_with_their_options_and_skip_on_their_own(listops_dir, tmp_path, capsys):
+    """Each variant is its own cell and run: its options reach the cell, and a record of one
+    variant never satisfies another."""
+    from lra.args import parse_variant
+    from lra.grid import plan
+
+    assert parse_variant("baseline") == [] and parse_variant("gate=false, dwc=false") == [("gate", "false"), ("dwc", "false")]
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_variant("gate")
+    results = tmp_path / "r"
+    common = ["train", "--task", "listops", "--attention", "pola-a3", "--seeds", "0", "--steps", "4", "--warmup", "1",
+              "--eval-every", "4", "--batch-size", "8", "--seq-len", "64", "--set", "data.subdir=",
+              "--set", "data.generate=false", "--data-dir", str(listops_dir), "--results-dir", str(results),
+              "--no-progress", "-o", "dwc_kernel=3"]
+    p = argparse.ArgumentParser()
+    add_run_arguments(p)
+    cells = plan(p.parse_args(common[1:] + ["--variants", "baseline", "gate=false,gate_init=zeros"]))
+    assert [c.config["attention_options"]["gate"] for c in cells] == [True, False]
+    assert all(c.config["attention_options"]["dwc_kernel"] == 3 for c in cells)  # -o reaches every variant
+    assert cells[1].argv[-4:] == ["--option", "gate=false", "--option", "gate_init=zeros"]
+    with pytest.raises(ConfigError, match="gate_init"):
+        plan(p.parse_args(common[1:] + ["--variants", "gate_init=xavier"]))
+
+    assert main(common + ["--variants", "gate=false"]) == 0
+    rec, = read_records(results)
+    assert rec["attention_options"]["gate"] is False and rec["attention_options"]["dwc_kernel"] == 3
+    main(common + ["--variants", "baseline", "gate=false", "--dry-run"])
+    out = capsys.readouterr().out
+    assert "pola-a3 [gate=false] / seed 0: skip" in out and "pola-a3 [baseline] / seed 0: run" in out
