@@ -5,6 +5,7 @@
     lra data generate|prepare|verify|download TASK --data-dir DIR     datasets
     lra bench ...                                                   throughput and peak memory
     lra report ...                                                  leaderboards from the records
+    lra analyze ...                                                 attention maps of trained runs
     lra sweep ...                                                   grid cells as cluster jobs
 
 Each command lives in its own module with its `add_parser`; this one only assembles them. Errors
@@ -23,7 +24,7 @@ from tabulate import tabulate
 
 import attentions
 import tasks
-from lra import bench, data_cli, report, sweep, train
+from lra import analyze, bench, data_cli, report, sweep, train
 from lra.core.presets import PRESETS
 from lra_base.errors import LRAError
 
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="registered attentions, tasks and presets")
     p.add_argument("--options", action="store_true", help="show every attention's options")
     p.set_defaults(func=cmd_list)
-    for command in (data_cli, bench, report, sweep):
+    for command in (data_cli, bench, report, sweep, analyze):
         command.add_parser(sub)
     return parser
 

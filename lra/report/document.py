@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lra.core import paper_numbers as paper
-from lra.report import scaling, table4, table6, tradeoff
+from lra.report import ablation, diagnostics, scaling, table4, table6, tradeoff
 from lra.report.context import Context, make_context
 
 REGENERATE = [
@@ -16,6 +16,10 @@ REGENERATE = [
     "    lra bench --scaling --attention all --device cpu                                 # scaling sweep",
     "    python run_lra.py --task listops --attention all --preset smoke --seeds 0,1,2    # accuracy (smoke)",
     "    python run_lra.py --task pathfinder --attention all --preset smoke --seeds 0     # accuracy (smoke)",
+    "    lra analyze --task listops --attention all --preset smoke --seeds 0             # diagnostics",
+    "    lra train --task listops --attention pola-a3 --preset smoke --seeds 0 --variants baseline \\",
+    "        polarity=false gate=false dwc=false learnable_power=false \\",
+    "        gate_init=zeros gate_init=normal gate_init=uniform gate_init=ones           # ablations",
     "    lra report",
 ]
 
@@ -71,5 +75,7 @@ def build_report(records: list[dict], baseline: str | None = None) -> Report:
     out += table6.section(ctx)
     out += scaling.section(ctx)
     out += [""] + tradeoff.section(ctx)
+    out += diagnostics.section(ctx)
+    out += ablation.section(ctx)
     out += footer(ctx)
     return Report("\n".join(out).rstrip() + "\n", dict(ctx.figures))

@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
+
 from lra.report.runs import num, task_label
 from lra_base.atomic import atomic_write
 
@@ -74,6 +76,34 @@ def accuracy_figure(task_names, ours: dict, published: dict, baseline: str, devi
             ax.axis("off")
         fig.suptitle(f"Accuracy vs throughput: filled = ours ({preset or 'no'} preset"
                      f"{', ' + device if device else ''}), hollow = published (PolaFormer)", fontsize=9)
+        fig.tight_layout()
+        _save(fig, path)
+        plt.close(fig)
+
+    return draw
+
+
+def maps_figure(rows: list, title: str):
+    """Attention maps side by side: one row of panels per layer, each panel (label, n x n array)
+    drawn as |A| with its own colour scale clipped at its 99th percentile (a spiky map and a flat
+    one both stay visible)."""
+    def draw(path: Path):
+        plt = _plt()
+        ncols = max(len(r) for r in rows)
+        fig, axes = plt.subplots(len(rows), ncols, figsize=(2.2 * ncols, 2.35 * len(rows)), squeeze=False)
+        for ax_row, row in zip(axes, rows):
+            for j, ax in enumerate(ax_row):
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if j >= len(row):
+                    ax.axis("off")
+                    continue
+                label, a = row[j]
+                a = np.abs(np.asarray(a, dtype=np.float64))
+                vmax = float(np.quantile(a, 0.99)) or float(a.max()) or 1.0
+                ax.imshow(a, cmap="viridis", vmin=0.0, vmax=vmax, interpolation="nearest")
+                ax.set_title(label, fontsize=7)
+        fig.suptitle(title, fontsize=8)
         fig.tight_layout()
         _save(fig, path)
         plt.close(fig)
