@@ -5,6 +5,7 @@ and carry no timestamp, so the same records give the same bytes."""
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +91,7 @@ def maps_figure(rows: list, title: str):
     def draw(path: Path):
         plt = _plt()
         ncols = max(len(r) for r in rows)
-        fig, axes = plt.subplots(len(rows), ncols, figsize=(2.2 * ncols, 2.35 * len(rows)), squeeze=False)
+        fig, axes = plt.subplots(len(rows), ncols, figsize=(2.3 * ncols, 2.6 * len(rows) + 0.6), squeeze=False)
         for ax_row, row in zip(axes, rows):
             for j, ax in enumerate(ax_row):
                 ax.set_xticks([])
@@ -103,7 +104,7 @@ def maps_figure(rows: list, title: str):
                 vmax = float(np.quantile(a, 0.99)) or float(a.max()) or 1.0
                 ax.imshow(a, cmap="viridis", vmin=0.0, vmax=vmax, interpolation="nearest")
                 ax.set_title(label, fontsize=7)
-        fig.suptitle(title, fontsize=8)
+        fig.suptitle("\n".join(textwrap.wrap(title, width=int(24 * ncols))), fontsize=8)
         fig.tight_layout()
         _save(fig, path)
         plt.close(fig)
