@@ -58,7 +58,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seeds", default="0", metavar="LIST", help="seeds, e.g. 0 or 0-2 (default 0)")
     p.add_argument("-o", "--option", action="append", type=key_value, default=[], metavar="KEY=VALUE",
                    help="attention option of the run (repeatable)")
-    p.add_argument("--inputs", type=int, default=4, help="dev examples analysed (default 4)")
+    p.add_argument("--inputs", type=int, default=8, help="dev examples analysed (default 8)")
     p.add_argument("--max-len", type=int, default=None, help="cut every input to this many tokens (maps are N x N)")
     p.add_argument("--beside", default=None, help="attention drawn beside (default: the paper's baseline; none: off)")
     p.add_argument("--no-figure", action="store_true", help="write the records only")
