@@ -16,6 +16,7 @@ import pkgutil
 
 from attentions.base import (
     AttentionBase,
+    NoAttentionMap,
     core_dtype,
     float32_core,
     key_mask,
@@ -52,7 +53,7 @@ for _module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
-    "AttentionBase", "ENTRY_POINT_GROUP", "Entry", "NoOptions", "available", "build", "core_dtype",
+    "AttentionBase", "NoAttentionMap", "ENTRY_POINT_GROUP", "Entry", "NoOptions", "available", "build", "core_dtype",
     "default_name", "describe_options", "float32_core", "get", "key_mask", "linear_attention",
     "load_plugins", "merge_heads", "option_fields", "options_dict", "quadratic_linear_attention",
     "real_positions", "real_rank", "register", "resolve", "sample_real", "sequence_conv", "split_heads",

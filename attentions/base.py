@@ -16,6 +16,13 @@ uniform sampling among real tokens that does not depend on how far a batch is pa
 (`sample_real`), normalised linear attention with its quadratic reference
 (`linear_attention`, `quadratic_linear_attention`), and a depthwise convolution along the
 sequence (`sequence_conv`).
+
+Attention maps (`AttentionBase.attention_maps`): every core in the suite is linear in v and mixes
+all channels of a head with one N x N matrix A (out = A v), so running the core on the columns of
+the identity as v writes A out exactly, whatever the method computes inside; no
+method needs code of its own for its map unless its output is not of that form (PolaFormer's two
+streams override it; a method that cannot give one sets `maps_from_core = False` and the method
+raises `NoAttentionMap`).
 """
 
 from __future__ import annotations
@@ -27,6 +34,12 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from lra_base.errors import LRAError
+
+
+class NoAttentionMap(LRAError):
+    """This attention cannot write its output as N x N maps applied to v (see attention_maps)."""
 
 
 def float32_core(device: torch.device):
@@ -130,6 +143,17 @@ def quadratic_linear_attention(phi_q, phi_k, v, mask, eps: float, mean: bool = F
     return a_n @ v, a_n
 
 
+@contextlib.contextmanager
+def evaluating(module: nn.Module):
+    """The module in evaluation mode (dropout off) inside the block, its own mode restored after."""
+    was = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was)
+
+
 @dataclass
 class LinearFormOptions:
     """Options of a feature-map attention with a linear form and a quadratic reference form
@@ -163,9 +187,13 @@ class AttentionBase(nn.Module):
     of an image in row-major order (Image, Pathfinder, Path-X), None for plain sequences. Every
     attention receives it the same way; one that has no use for it ignores it. `info()` says how
     the layer runs (a path chosen from the layout or the device, say); it goes into the run's record.
+
+    `attention_maps(x, mask)` gives the N x N maps the layer applies to v (see its docstring);
+    `maps_from_core = False` declares that the core is not of the form out = A v, so there is no map.
     """
 
     linear_memory: bool = False
+    maps_from_core: bool = True
 
     def __init__(self, dim: int, heads: int, max_len: int, options=None, grid: tuple[int, int] | None = None):
         super().__init__()
@@ -189,6 +217,45 @@ class AttentionBase(nn.Module):
 
     def core(self, q, k, v, mask):  # pragma: no cover - abstract
         raise NotImplementedError
+
+    @torch.no_grad()
+    def attention_maps(self, x: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The token mixing of the core as N x N maps: {name: A}, each A (B, H, N, N), such that,
+        with v's head channels cut into len(maps) equal consecutive groups (one group when there
+        is one map), core(q, k, v, mask)[..., group s] = A_s @ v[..., group s], exactly. Taken in
+        evaluation mode (dropout off); terms outside the core (PolaFormer's convolution and gate)
+        are not in it. Columns of padded keys are zero; rows of padded queries are whatever the
+        core computes there. Most maps are non-negative with rows summing to 1 over the real keys;
+        an unnormalised kernel (kernelized, skyformer) has other row sums and a pseudo-inverse
+        (nystrom, skyformer) can give negative entries: the map is what the layer applies, as is.
+        A method that draws at random in its forward gives the map of one draw (the one a forward
+        at the same generator state makes). Quadratic memory: analyse short inputs.
+
+        The default runs the core on the columns of the identity as v: exact for every core
+        linear in v with one map per head. Raises NoAttentionMap when `maps_from_core` is False."""
+        if not self.maps_from_core:
+            raise NoAttentionMap(f"{type(self).__name__} does not write its output as N x N maps applied to v")
+        q, k, _ = self.project(x)
+        with evaluating(self), float32_core(x.device):
+            return {"attention": self.map_of_core(q, k, mask)}
+
+    def map_of_core(self, q, k, mask) -> torch.Tensor:
+        """A of out = A v, (B, H, N, N): the core run on d columns of the identity at a time (v keeps
+        the shape the core expects), each run from the same generator state, so a method that draws
+        at random draws the same for every block of columns."""
+        B, H, N, d = q.shape
+        eye = torch.eye(N, dtype=q.dtype, device=q.device)
+        state = torch.get_rng_state()
+        cuda_state = torch.cuda.get_rng_state(q.device) if q.device.type == "cuda" else None
+        blocks = []
+        for start in range(0, N, d):
+            cols = eye[:, start:start + d]
+            if cuda_state is not None:
+                torch.cuda.set_rng_state(cuda_state, q.device)
+            torch.set_rng_state(state)
+            v = F.pad(cols, (0, d - cols.shape[1])).expand(B, H, N, d)
+            blocks.append(self.core(q, k, v, mask)[..., :cols.shape[1]])
+        return torch.cat(blocks, dim=-1)
 
     def info(self) -> dict:
         """How this layer runs, for the run's record (empty when there is nothing to say)."""

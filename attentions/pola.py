@@ -461,10 +461,19 @@ class PolaAttention(AttentionBase):
 
     def _scaled_qk(self, x):
         q, k, v = self.project(x)
+        return (*self._scale(q, k), v)
+
+    def _scale(self, q, k):
+        """q / softplus(s) and (k + P) / softplus(s) on (B, H, N, d)."""
         if self.key_position is not None:
-            k = k + split_heads(self.key_position[None, : x.shape[1]].to(k.dtype), self.heads)
+            k = k + split_heads(self.key_position[None, : k.shape[2]].to(k.dtype), self.heads)
         scale = F.softplus(self.scale.to(q.dtype)).view(self.heads, 1, self.head_dim)
-        return q / scale, k / scale, v
+        return q / scale, k / scale
+
+    def core(self, q, k, v, mask):
+        """The token mixing alone, on projected q, k, v (B, H, N, d): the linear-form core without
+        the convolution and the gate, which is what `attention_maps` describes."""
+        return self.linear_core(*self._scale(q, k), v * key_mask(mask, v.dtype), mask)
 
     def _streams(self, q, k, mask):
         """The (query features, key features) pairs of each stream, and how v splits between them."""
@@ -506,10 +515,13 @@ class PolaAttention(AttentionBase):
         return self._forward_fast(x, mask)
 
     @torch.no_grad()
-    def attention_maps(self, x: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
-        """The row-normalised N x N attention maps of each stream ([A^s, A^o], or [A] without
-        polarity), each (B, H, N, N): for entropy (PSE) and visualisation. Quadratic memory."""
+    def attention_maps(self, x: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The row-normalised N x N attention maps of each stream, {"same-sign": A^s,
+        "opposite-sign": A^o} (or {"attention": A} without polarity), each (B, H, N, N): A^s mixes
+        the first half of v's head channels, A^o the second (AttentionBase.attention_maps).
+        Without dwc and gate. Quadratic memory."""
         q, k, v = self._scaled_qk(x)
+        names = ["same-sign", "opposite-sign"] if self.options.polarity else ["attention"]
         with float32_core(x.device):
-            return [quadratic_linear_attention(fq, fk, v, mask, self.options.eps, mean=True)[1]
-                    for fq, fk in self._streams(q, k, mask)]
+            return {name: quadratic_linear_attention(fq, fk, v, mask, self.options.eps, mean=True)[1]
+                    for name, (fq, fk) in zip(names, self._streams(q, k, mask))}

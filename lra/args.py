@@ -13,6 +13,7 @@ from lra.core.config import DEFAULT_CACHE_DIR, DEFAULT_DATA_DIR, DEFAULT_RESULTS
 from lra.core.identity import config_dict
 from lra.core.names import split_names
 from lra.core.presets import PRESETS, make_config
+from lra_base.errors import ConfigError
 
 # `--flag` -> the setting it overrides
 OVERRIDES = {"steps": "train.steps", "batch_size": "train.batch_size", "lr": "train.lr", "warmup": "train.warmup",
@@ -78,11 +79,25 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     s = p.add_argument_group("grid (several tasks or attentions, `all`, or --seeds run a sweep: one process per run)")
     s.add_argument("--seeds", default=None, metavar="LIST", help="seeds of every cell, e.g. 0,1,2 or 0-4")
+    s.add_argument("--variants", nargs="+", default=None, metavar="VARIANT",
+                   help="attention option sets, each its own cell (ablations): `baseline` (no option) or "
+                        "KEY=VALUE[,KEY=VALUE...], e.g. --variants baseline gate=false polarity=false,dwc=false; "
+                        "on top of -o options")
     s.add_argument("--redo", action="store_true", help="run cells that already have an ok record again")
     s.add_argument("--dry-run", action="store_true", help="list the cells and what would be skipped; run nothing")
     s.add_argument("--jobs", type=int, default=None, metavar="K",
                    help="run up to K cells at once on this machine, each in its own process (default 1; "
                         "`lra sweep --executor local`: at most K jobs at once)")
+
+
+def parse_variant(text: str) -> list[tuple[str, str]]:
+    """'baseline' -> []; 'gate=false,dwc=false' -> [('gate', 'false'), ('dwc', 'false')]."""
+    if text.strip() == "baseline":
+        return []
+    try:
+        return [key_value(part) for part in text.split(",") if part.strip()]
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(f"--variants: {exc} (a variant is `baseline` or KEY=VALUE[,KEY=VALUE...])") from None
 
 
 def config_from_args(args) -> RunConfig:

@@ -5,6 +5,7 @@
     lra data generate|prepare|verify|download TASK --data-dir DIR     datasets
     lra bench ...                                                   throughput and peak memory
     lra report ...                                                  leaderboards from the records
+    lra analyze ...                                                 attention maps of trained runs
     lra sweep ...                                                   grid cells as cluster jobs
     lra campaign --device cuda --budget-minutes 9                   a device session -> the leaderboard
 
@@ -26,7 +27,7 @@ from tabulate import tabulate
 
 import attentions
 import tasks
-from lra import bench, campaign, data_cli, report, sweep, train
+from lra import analyze, bench, campaign, data_cli, report, sweep, train
 from lra.core.presets import PRESETS
 from lra_base.errors import LRAError
 
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="registered attentions, tasks and presets")
     p.add_argument("--options", action="store_true", help="show every attention's options")
     p.set_defaults(func=cmd_list)
-    for command in (data_cli, bench, report, sweep, campaign):
+    for command in (data_cli, bench, report, sweep, analyze, campaign):
         command.add_parser(sub)
     return parser
 

@@ -2,10 +2,13 @@
 
     python run_lra.py --task all --attention all --seeds 0,1,2 --preset paper
     lra train --task listops text --attention softmax,pola-a3 --seeds 0-2 --redo
+    lra train --task listops --attention pola-a3 --variants baseline gate=false gate_init=zeros --seeds 0-2
 
 A cell runs as `python -m lra.cli train --task T --attention A --seed S <the other flags>` in a
 fresh interpreter (lra/core/isolation.py), so an out-of-memory error, a crash or a stuck CUDA
-context in one cell never ends the sweep. A cell is skipped when an "ok" training record of the
+context in one cell never ends the sweep. With `--variants` (ablations) every variant is its own
+cell, its options added as `--option KEY=VALUE`; options are part of a run's identity, so each
+variant is skipped or run on its own. A cell is skipped when an "ok" training record of the
 same run already exists (lra/core/identity.py: the same configuration apart from where data and
 results live and the device), unless --redo. With --resume, a cell interrupted earlier continues
 from its checkpoint. A summary table ends the sweep.
@@ -35,7 +38,7 @@ from tabulate import tabulate
 
 import attentions
 import tasks
-from lra.args import add_run_arguments, config_from_args
+from lra.args import add_run_arguments, config_from_args, parse_variant
 from lra.core.config import RunConfig
 from lra.core.data import load_splits
 from lra.core.identity import config_dict, same_run
@@ -45,7 +48,7 @@ from lra.core.records import read_records
 from lra_base.errors import LRAError
 
 # Run arguments a cell sets itself, or that only the sweep reads.
-EXCLUDED = {"task", "attention", "seed", "seeds", "redo", "dry_run", "jobs", "help"}
+EXCLUDED = {"task", "attention", "seed", "seeds", "variants", "redo", "dry_run", "jobs", "help"}
 
 
 @dataclass
@@ -63,12 +66,17 @@ class Cell:
     record: dict | None = None
     note: str = ""
     tail: list[str] = field(default_factory=list)
+    variant: str = ""  # the option set of an ablation cell ("" without --variants)
+
+    @property
+    def name(self) -> str:
+        return self.attention + (f" [{self.variant}]" if self.variant else "")
 
 
 def is_grid(args) -> bool:
     multi = any(n == "all" for n in split_names(args.task) + split_names(args.attention or []))
     multi |= len(split_names(args.task)) > 1 or len(split_names(args.attention or [])) > 1
-    return multi or args.seeds is not None or args.redo or args.dry_run
+    return multi or args.seeds is not None or args.redo or args.dry_run or bool(getattr(args, "variants", None))
 
 
 def passthrough(args) -> list[str]:
@@ -98,16 +106,18 @@ def plan(args) -> list[Cell]:
     task_names = expand_tasks(args.task)
     attention_names = expand_attentions(args.attention or attentions.default_name())
     seeds = parse_seeds(args.seeds) if args.seeds is not None else [args.seed]
+    variants = {v: parse_variant(v) for v in getattr(args, "variants", None) or [""]}
     rest = passthrough(args)
     cells = []
     for task in task_names:
         for attention in attention_names:
-            for seed in seeds:
-                a = copy.copy(args)
-                a.task, a.attention, a.seed = [task], [attention], seed
-                cfg = config_from_args(a)
-                argv = ["train", "--task", task, "--attention", attention, "--seed", str(seed), *rest]
-                cells.append(Cell(task, attention, seed, config_dict(cfg), argv))
+            for variant, options in variants.items():
+                for seed in seeds:
+                    a = copy.copy(args)
+                    a.task, a.attention, a.seed, a.option = [task], [attention], seed, [*args.option, *options]
+                    extra = [x for k, v in options for x in ("--option", f"{k}={v}")]
+                    argv = ["train", "--task", task, "--attention", attention, "--seed", str(seed), *rest, *extra]
+                    cells.append(Cell(task, attention, seed, config_dict(config_from_args(a)), argv, variant=variant))
     return cells
 
 
@@ -158,7 +168,7 @@ def summarize(cells: list[Cell], prefix: str = "grid") -> None:
     rows = []
     for c in cells:
         acc = (c.record or {}).get("metrics", {}).get("test_accuracy") if c.outcome in ("ok", "skipped") else None
-        rows.append([c.task, c.attention, c.seed, c.outcome, "-" if acc is None else f"{acc:.2f}",
+        rows.append([c.task, c.name, c.seed, c.outcome, "-" if acc is None else f"{acc:.2f}",
                      f"{c.seconds:.0f}" if c.seconds else "-", c.note])
     print(f"\n[{prefix}] summary")
     print(tabulate(rows, headers=["task", "attention", "seed", "outcome", "test acc %", "seconds", "record / reason"]))
@@ -181,7 +191,7 @@ def run_grid(args) -> int:
     if args.dry_run:
         for c in cells:
             status = f"skip: {Path(c.done['_path']).name}" if c.done else "run"
-            print(f"  {c.task} / {c.attention} / seed {c.seed}: {status}")
+            print(f"  {c.task} / {c.name} / seed {c.seed}: {status}")
             if not c.done:
                 print(f"    {' '.join(cell_command(c))}")
         return 0
@@ -211,13 +221,13 @@ def run_cells(cells: list[Cell], todo: list[Cell], args, admit=None, deadline: f
     for cell in todo:
         if width > 1 and "--no-progress" not in cell.argv:
             cell.argv.append("--no-progress")  # progress bars of cells side by side would be noise
-        by_name[f"{cell.task}/{cell.attention}/s{cell.seed}"] = cell
+        by_name[f"{cell.task}/{cell.name}/s{cell.seed}"] = cell
     jobs = [Job(name, cell_command(cell), env) for name, cell in by_name.items()]
     index = {id(c): i for i, c in enumerate(cells, 1)}
 
     def started(job):
         c = by_name[job.name]
-        print(f"\n[grid] cell {index[id(c)]}/{len(cells)}: {c.task} / {c.attention} / seed {c.seed}", flush=True)
+        print(f"\n[grid] cell {index[id(c)]}/{len(cells)}: {c.task} / {c.name} / seed {c.seed}", flush=True)
 
     def ended(job):
         c = by_name[job.name]

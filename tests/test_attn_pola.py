@@ -206,12 +206,12 @@ def test_attention_maps_are_row_stochastic_over_real_keys():
     layer = build("pola")
     x, mask = padded_inputs(2, 19, 32, (19, 7))
     maps = layer.attention_maps(x, mask)
-    assert len(maps) == 2 and maps[0].shape == (2, 2, 19, 19)
-    for a in maps:
+    assert list(maps) == ["same-sign", "opposite-sign"] and maps["same-sign"].shape == (2, 2, 19, 19)
+    for a in maps.values():
         assert torch.all(a >= 0) and torch.all(a[1, :, :, 7:] == 0)
         sums = a.sum(-1)[mask[:, None].expand(-1, 2, -1)]
         assert torch.all(sums <= 1) and torch.all(sums > 0.99)  # 1 up to the n * eps term
-    assert len(build("pola", polarity=False).attention_maps(x, mask)) == 1
+    assert list(build("pola", polarity=False).attention_maps(x, mask)) == ["attention"]
 
 
 def test_switches_change_the_function():

@@ -205,3 +205,36 @@ def test_several_names_the_same_way_on_every_command():
         assert expand_attentions(args.attention)[:3] == ["softmax", "pola-a3", "linear"]
         assert expand_tasks(args.task) == ["text", "image"]
     assert parser.parse_args(["train"]).task == ["listops"]  # the default, untouched by a later use
+def test_variants_are_cells_with_their_options_and_skip_on_their_own(listops_dir, tmp_path, capsys):
+    """Each variant is its own cell and run: its options reach the cell, and a record of one
+    variant never satisfies another."""
+    from lra.args import parse_variant
+    from lra.core.identity import config_dict
+    from lra.core.records import write_record
+    from lra.grid import plan
+
+    assert parse_variant("baseline") == [] and parse_variant("gate=false, dwc=false") == [("gate", "false"), ("dwc", "false")]
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_variant("gate")
+    results = tmp_path / "r"
+    common = ["train", "--task", "listops", "--attention", "pola-a3", "--seeds", "0", "--steps", "4", "--warmup", "1",
+              "--eval-every", "4", "--batch-size", "8", "--seq-len", "64", "--set", "data.subdir=",
+              "--set", "data.generate=false", "--data-dir", str(listops_dir), "--results-dir", str(results),
+              "--no-progress", "-o", "dwc_kernel=3"]
+    p = argparse.ArgumentParser()
+    add_run_arguments(p)
+    cells = plan(p.parse_args(common[1:] + ["--variants", "baseline", "gate=false,gate_init=zeros"]))
+    assert [c.config["attention_options"]["gate"] for c in cells] == [True, False]
+    assert all(c.config["attention_options"]["dwc_kernel"] == 3 for c in cells)  # -o reaches every variant
+    assert cells[1].argv[-4:] == ["--option", "gate=false", "--option", "gate_init=zeros"]
+    assert config_dict(config_from_args(p.parse_args(cells[1].argv[1:]))) == cells[1].config  # what the cell runs
+    with pytest.raises(ConfigError, match="gate_init"):
+        plan(p.parse_args(common[1:] + ["--variants", "gate_init=xavier"]))
+
+    # an ok record of the gate=false cell, as a finished run writes it
+    write_record(results, {"run_id": "r1", "task": "listops", "attention": "pola-a3", "seed": 0, "preset": "smoke",
+                           "attention_options": cells[1].config["attention_options"], "status": "ok", "metrics": {},
+                           "steps": 4, "config": cells[1].config, "env": {}, "created_at": "", "kind": "train"})
+    main(common + ["--variants", "baseline", "gate=false,gate_init=zeros", "--dry-run"])
+    out = capsys.readouterr().out
+    assert "pola-a3 [gate=false,gate_init=zeros] / seed 0: skip" in out and "pola-a3 [baseline] / seed 0: run" in out

@@ -289,3 +289,70 @@ def test_a_figure_with_nothing_to_show_says_why(tmp_path):
     assert len(set(styles([f"a{i}" for i in range(40)]).values())) == 40
     nothing_to_show(tmp_path / "empty.png", "Accuracy against throughput", "no bench records")
     assert (tmp_path / "empty.png").read_bytes()[:4] == b"\x89PNG"
+def analysis(task, attention, *, seed=0, maps=None, status="ok", error=None, figure=None, beside=None):
+    """An `lra analyze` record: per map [layer][head] entropy and rank, as lra/analyze.py writes it."""
+    rec = record(task, attention, seed=seed, status=status)
+    rec["kind"], rec["run_id"] = "analysis", "analysis-" + rec["run_id"]
+    maps = maps or {}
+    rec["metrics"] = {"best_val_accuracy": 40.0 + seed, "maps": {
+        name: {"entropy": e, "effective_rank": k, "entropy_mean": sum(map(sum, e)) / sum(map(len, e)),
+               "effective_rank_mean": sum(map(sum, k)) / sum(map(len, k))} for name, (e, k) in maps.items()}}
+    rec["analysis"] = {"source_run": f"train-{attention}-{seed}", "checkpoint_step": 150, "split": "val", "inputs": 4,
+                       "max_len": None, "lengths": [100, 200], "uniform_entropy": 5.0, "figure": figure,
+                       "beside": beside}
+    if error:
+        rec["error"] = error
+    return rec
+
+
+def test_diagnostics_table_means_over_heads_layers_and_seeds_with_sources_and_figures(tmp_path):
+    e = lambda *v: [list(v[:2]), list(v[2:])]  # two layers x two heads
+    recs = write_all(tmp_path, [
+        analysis("listops", "pola-a3", maps={"same-sign": (e(1, 2, 3, 4), e(10, 10, 20, 20)),
+                                             "opposite-sign": (e(2, 2, 2, 2), e(5, 5, 5, 5))},
+                 figure="analysis/p.png", beside={"attention": "softmax", "source_run": "s"}),
+        analysis("listops", "linear", seed=0, maps={"attention": (e(4, 4, 4, 4), e(3, 3, 3, 3))}),
+        analysis("listops", "linear", seed=1, maps={"attention": (e(6, 6, 6, 6), e(5, 5, 5, 5))}),
+        analysis("listops", "linear", seed=1, maps={"attention": (e(5, 5, 5, 5), e(4, 4, 4, 4))}),  # latest of seed 1
+        analysis("listops", "softmax", status="failed", error="no map: not a map of v"),
+    ])
+    md = build_report(recs).markdown
+    diag = md[md.index("## Diagnostics"):md.index("## Ablations")]
+    assert "### ListOps, smoke preset" in diag
+    row = lambda label, name: split(next(l for l in diag.splitlines() if l.startswith(f"| {label} ") and f"| {name} " in l))
+    same = row("pola-a3", "same-sign")
+    assert same[2].startswith("2.500 [S") and same[3] == "1.50 / 3.50" and same[4] == "5.00"
+    assert same[5] == "15.0" and same[6] == "10.0 / 20.0" and same[7] == "40.00" and same[8] == "1"
+    assert row("pola-a3", "opposite-sign")[2].startswith("2.000 [S")
+    linear = row("linear", "attention")
+    assert linear[2].startswith("4.500 [S") and linear[5] == "3.5" and linear[8] == "2"  # seeds 0 and 1 (latest)
+    assert "no map: not a map of v" in split(next(l for l in diag.splitlines() if l.startswith("| softmax ")))[2]
+    assert "[pola-a3, seed 0, beside softmax](analysis/p.png)" in diag
+    ref = re.search(r"\[(S\d+)\]", linear[2]).group(1)
+    assert "train-linear-1" in sources(md)[ref] and "step 150" in sources(md)[ref]
+    assert "Not analysed here:" in diag and "performer" in diag.split("Not analysed here:")[1]
+
+
+def test_ablation_table_groups_variants_under_their_attention_beside_the_published_ones(tmp_path):
+    opts = lambda **o: {**attentions.options_dict(attentions.resolve("pola-a3")), **o}
+    recs = write_all(tmp_path, [
+        record("listops", "pola-a3", seed=0, acc=30.0), record("listops", "pola-a3", seed=1, acc=32.0),
+        record("listops", "pola-a3", options=opts(gate_init="zeros"), acc=20.0),
+        record("listops", "pola-a3", options=opts(gate=False, dwc=False), acc=25.0),
+        record("listops", "pola-a3", options=opts(polarity=False), status="diverged"),
+        record("listops", "pola-a3", options=opts(alpha=5.0), acc=33.0),  # that is pola-a5: not a variant
+        record("listops", "softmax", acc=21.0),
+    ])
+    md = build_report(recs).markdown
+    abl = md[md.index("## Ablations"):md.index("## Sources")]
+    assert "### pola-a3 on ListOps, smoke preset" in abl and abl.count("###") == 1
+    rows = {split(l)[0]: split(l) for l in abl.splitlines() if l.startswith("| ") and not l.startswith("| variant")}
+    assert rows["baseline (defaults)"][2].startswith("31.00 ± 1.41 (n=2) [S")
+    assert rows["baseline (defaults)"][3:] == ["73.06 (Text)", "Appendix A.4: LRA Text (alpha 3)"]
+    assert rows["gate_init=zeros"][1] == "zeros" and rows["gate_init=zeros"][2].startswith("20.00 (n=1) [S")
+    assert rows["gate_init=zeros"][3] == "72.17 (Text)"
+    assert rows["dwc=False, gate=False"][1:4:2] == ["-", "-"]  # ours only
+    assert rows["polarity=False"][2].startswith("1 diverged") and rows["polarity=False"][3] == "no LRA number"
+    assert rows["polarity=False"][4] == "Table 3: ImageNet-1K only"
+    assert rows["gate_init=uniform"][2] == "no run" and rows["gate_init=uniform"][3] == "74.40 (Text)"
+    assert "alpha=5" not in abl and list(rows)[0] == "baseline (defaults)"

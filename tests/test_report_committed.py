@@ -23,7 +23,7 @@ def test_committed_leaderboard_is_generated_from_the_committed_records():
     committed = (RESULTS / "LEADERBOARD.md").read_text()
     assert committed == expected, ("results/reference/LEADERBOARD.md is stale or edited: run "
                                    "`python -m lra.cli report --reference`")
-    for name in re.findall(r"\]\(([\w.-]+\.png)\)", committed):
+    for name in re.findall(r"\]\(([\w./-]+\.png)\)", committed):  # analysis/ figures included
         assert (RESULTS / name).is_file(), f"figure {name} is referenced but not committed"
 
 

@@ -104,7 +104,8 @@ def load(path: Path) -> dict:
         reason = (str(exc).strip().splitlines() or [""])[0][:100]
         raise StorageError(f"cannot read the checkpoint {path} ({type(exc).__name__}: {reason}): the file is "
                            f"damaged; delete it (rm {path}) and run again, which starts from step 0") from None
-    if not isinstance(saved, dict) or not {"config", "state"} <= saved.keys():
+    # last.pt holds the whole training state, best.pt the best-dev model only; both say their config
+    if not isinstance(saved, dict) or "config" not in saved or not {"state", "model"} & saved.keys():
         raise StorageError(f"{path} is not a training checkpoint of this suite; delete it (rm {path}) and run again")
     return saved
 

@@ -114,3 +114,39 @@ def table4_row(attention: str) -> Table4Row | None:
 
 def table6_column(attention: str) -> Table6Column | None:
     return next((c for c in TABLE6 if c.attention == attention), None)
+
+
+# --- ablations ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """One published ablation of an attention: the options that differ from the attention's
+    defaults, the paper's name for it, where the paper has it and what it measured it on, and its
+    accuracy per LRA task (empty when the paper has no LRA number for it)."""
+
+    attention: str
+    options: dict
+    label: str
+    table: str
+    measured_on: str
+    accuracy: dict = field(default_factory=dict)  # task -> accuracy %
+
+
+_A4 = ("Appendix A.4", "LRA Text (alpha 3)")
+_T3 = ("Table 3", "ImageNet-1K only")
+
+# Appendix A.4: the five initialisations of the gate G on LRA Text. Kaiming (nn.Linear's default)
+# is the setup of Table 4: its 73.06 is Table 4's Text number for alpha 3. Table 3 ablates the
+# components on ImageNet-1K only: there is no LRA number for them.
+ABLATIONS = (
+    Ablation("pola-a3", {}, "Kaiming (the default)", *_A4, {"text": 73.06}),
+    Ablation("pola-a3", {"gate_init": "zeros"}, "zeros", *_A4, {"text": 72.17}),
+    Ablation("pola-a3", {"gate_init": "normal"}, "N(0, 1)", *_A4, {"text": 74.30}),
+    Ablation("pola-a3", {"gate_init": "uniform"}, "U(0, 1)", *_A4, {"text": 74.40}),
+    Ablation("pola-a3", {"gate_init": "ones"}, "ones", *_A4, {"text": 70.70}),
+    Ablation("pola-a3", {"polarity": False}, "polarity split off", *_T3),
+    Ablation("pola-a3", {"gate": False}, "gate G off", *_T3),
+    Ablation("pola-a3", {"dwc": False}, "convolution off", *_T3),
+    Ablation("pola-a3", {"learnable_power": False}, "learnable power off (p fixed)", *_T3),
+)

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 
 from lra.core import paper_numbers as paper
-from lra.report import scaling, table4, table6, tradeoff
+from lra.report import ablation, diagnostics, scaling, table4, table6, tradeoff
 from lra.report.context import Context, make_context
 
 # How the reference leaderboard (results/reference/) was produced; its header repeats it.
@@ -18,6 +18,10 @@ REGENERATE = [
     "    lra bench --scaling --attention all --device cpu --results-dir results/reference",
     "    python run_lra.py --task listops --attention all --preset smoke --seeds 0,1,2 --results-dir results/reference",
     "    python run_lra.py --task pathfinder --attention all --preset smoke --seeds 0 --results-dir results/reference",
+    "    lra analyze --task listops --attention all --preset smoke --seeds 0 --results-dir results/reference",
+    "    lra train --task listops --attention pola-a3 --preset smoke --seeds 0 --results-dir results/reference \\",
+    "        --variants baseline polarity=false gate=false dwc=false learnable_power=false \\",
+    "        gate_init=zeros gate_init=normal gate_init=uniform gate_init=ones",
     "    lra report --reference",
 ]
 
@@ -90,6 +94,8 @@ def build_report(records: list[dict], baseline: str | None = None, reference: bo
     out += table6.section(ctx)
     out += scaling.section(ctx)
     out += [""] + tradeoff.section(ctx)
+    out += diagnostics.section(ctx)
+    out += ablation.section(ctx)
     out += footer(ctx)
     return Report("\n".join(out).rstrip() + "\n", dict(ctx.figures))
 

@@ -5,7 +5,10 @@ and carry no timestamp, so the same records give the same bytes."""
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
+
+import numpy as np
 
 from lra.report.runs import num, task_label
 from lra_base.atomic import atomic_write
@@ -110,6 +113,34 @@ def accuracy_figure(task_names, ours: dict, published: dict, baseline: str, devi
         fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize=8, title="attention")
         fig.suptitle(f"Accuracy vs throughput: filled = ours ({preset or 'no'} preset"
                      f"{', ' + device if device else ''}), hollow = published (PolaFormer)", fontsize=9)
+        fig.tight_layout()
+        _save(fig, path)
+        plt.close(fig)
+
+    return draw
+
+
+def maps_figure(rows: list, title: str):
+    """Attention maps side by side: one row of panels per layer, each panel (label, n x n array)
+    drawn as |A| with its own colour scale clipped at its 99th percentile (a spiky map and a flat
+    one both stay visible)."""
+    def draw(path: Path):
+        plt = _plt()
+        ncols = max(len(r) for r in rows)
+        fig, axes = plt.subplots(len(rows), ncols, figsize=(2.3 * ncols, 2.6 * len(rows) + 0.6), squeeze=False)
+        for ax_row, row in zip(axes, rows):
+            for j, ax in enumerate(ax_row):
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if j >= len(row):
+                    ax.axis("off")
+                    continue
+                label, a = row[j]
+                a = np.abs(np.asarray(a, dtype=np.float64))
+                vmax = float(np.quantile(a, 0.99)) or float(a.max()) or 1.0
+                ax.imshow(a, cmap="viridis", vmin=0.0, vmax=vmax, interpolation="nearest")
+                ax.set_title(label, fontsize=7)
+        fig.suptitle("\n".join(textwrap.wrap(title, width=int(24 * ncols))), fontsize=8)
         fig.tight_layout()
         _save(fig, path)
         plt.close(fig)
