@@ -356,3 +356,18 @@ def test_ablation_table_groups_variants_under_their_attention_beside_the_publish
     assert rows["polarity=False"][4] == "Table 3: ImageNet-1K only"
     assert rows["gate_init=uniform"][2] == "no run" and rows["gate_init=uniform"][3] == "74.40 (Text)"
     assert "alpha=5" not in abl and list(rows)[0] == "baseline (defaults)"
+
+
+def test_parameter_counts_are_shown_in_table4_and_table6(tmp_path):
+    """Methods whose size grows with the length (linformer's E, the position table) show it: Table 4
+    gives the range of each row's runs over the tasks, Table 6 a P row per task."""
+    runs = [record("listops", "softmax", acc=30.0), record("text", "softmax", acc=60.0),
+            record("listops", "softmax", kind="bench", train_tp=100.0, mem=400.0)]
+    runs[0]["num_params"], runs[1]["num_params"], runs[2]["num_params"] = 218_000, 1_250_000, 218_000
+    md = build_report(write_all(tmp_path, runs)).markdown
+    t4 = md[md.index("## Table 4"):md.index("## Table 6")]
+    assert cell(t4, "| softmax", "params") == "218k-1.25M"
+    t6 = md[md.index("## Table 6"):md.index("### Every bench record")]
+    listops = t6[t6.index("| ListOps"):].splitlines()
+    p_row = next(line for line in listops if split(line)[1:3] == ["P", "ours"])
+    assert "218k" in split(p_row)

@@ -102,6 +102,19 @@ def num(x, spec: str) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
+def params_text(counts) -> str:
+    """Parameter counts as one short text: "218k", or the range "201k-1.25M" when they differ
+    (a model's embedding and some attentions grow with the task's length)."""
+    def short(n):
+        return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
+
+    counts = sorted({n for n in counts if n})
+    if not counts:
+        return "-"
+    return short(counts[0]) if len(counts) == 1 or short(counts[0]) == short(counts[-1]) \
+        else f"{short(counts[0])}-{short(counts[-1])}"
+
+
 def task_label(task: str) -> str:
     return paper.TASK_LABELS.get(task, task)
 

@@ -6,14 +6,16 @@ import pandas as pd
 
 from lra.core import paper_numbers as paper
 from lra.report.context import Context
-from lra.report.runs import PUBLISHED, Run, describe_env, describe_train, latest, md_table, num, task_label
+from lra.report.runs import PUBLISHED, Run, describe_env, describe_train, latest, md_table, num, params_text, task_label
 
 PAPER4 = {r.attention: r for r in paper.TABLE4 if r.attention}  # the paper's Table 4 rows by our name
 
 INTRO = ("Mean ± sample standard deviation over seeds (n = seeds; the latest ok run of each seed), best-dev "
          "checkpoint tested on the whole test split. Best per column in bold, ours and published "
          "separately. Avg is over the paper's five tasks (Path-X is not in it), shown once all five have "
-         "runs. Runs that ended oom / diverged / failed are counted beside the mean, never averaged in.")
+         "runs. Runs that ended oom / diverged / failed are counted beside the mean, never averaged in. "
+         "Params: the trained parameters of the runs' models (their range over the tasks: the embedding "
+         "and some attentions grow with the length).")
 
 
 def section(ctx: Context) -> list[str]:
@@ -141,11 +143,12 @@ def table(ctx: Context, preset: str | None) -> str:
     rows = []
     for label, (texts, means, avg, avg_text) in cells.items():
         row = [label, source] + [bold(c, m, best_ours[j]) for j, (c, m) in enumerate(zip(texts, means))]
-        rows.append(row + [bold(avg_text, avg, best_ours[-1])])
+        params = params_text(r.rec.get("num_params") for r in runs if r.label == label)
+        rows.append(row + [bold(avg_text, avg, best_ours[-1]), params])
         if label in PAPER4:
             rows.append(published_row(ctx, PAPER4[label], best_pub))
     rows += [published_row(ctx, pub, best_pub, standalone=True) for pub in paper.TABLE4 if pub.attention not in cells]
-    headers = ["attention", "source"] + [task_label(t) for t in ctx.tasks] + ["Avg (5 tasks)"]
+    headers = ["attention", "source"] + [task_label(t) for t in ctx.tasks] + ["Avg (5 tasks)", "params"]
     return md_table(headers, rows)
 
 
@@ -159,4 +162,4 @@ def published_row(ctx: Context, pub, best_pub, standalone: bool = False) -> list
     avg = f"**{avg}**" if pub.average == best_pub[-1] else avg
     name = pub.label + (" (not in this suite)" if standalone and pub.attention is None else "")
     marks = " (note)" if pub.note and pub.note != "average only" else ""
-    return [name if standalone else f"↳ {name}", f"{PUBLISHED}{marks}"] + cells + [avg]
+    return [name if standalone else f"↳ {name}", f"{PUBLISHED}{marks}"] + cells + [avg, "-"]

@@ -10,7 +10,7 @@ from lra.core.config import ModelConfig
 from lra.core.identity import measurement_key, normalise
 from lra.report.context import Context
 from lra.report.runs import (PUBLISHED, Run, describe_bench, describe_env, latest, length_label, md_table, num,
-                             task_label)
+                             params_text, task_label)
 from lra.report.table4 import PAPER4
 
 PAPER6 = {c.attention: c for c in paper.TABLE6}  # the paper's Table 6 columns by our name
@@ -27,7 +27,7 @@ def intro(ctx: Context) -> str:
             f"ratio of the per-task means to {ctx.baseline}'s (how the paper's average row is computed), A "
             f"as the mean accuracy difference to {ctx.baseline}, over the tasks both have (count shown when "
             "not all). Published A is the paper's Table 4; published T has no stated unit, so compare ratios, "
-            "not raw T, across machines.")
+            "not raw T, across machines. P: the measured model's trained parameters.")
 
 
 def section(ctx: Context) -> list[str]:
@@ -171,6 +171,8 @@ def task_rows(ctx: Context, group, task, labels, cell, acc) -> list[list[str]]:
         ["", "T", PUBLISHED] + [published(l, task, "T") for l in labels],
         ["", "M", "ours"] + [ours(l, "peak_memory_mb", ".0f") for l in labels],
         ["", "M", PUBLISHED] + [published(l, task, "M") for l in labels],
+        ["", "P", "ours"] + [params_text([cell[(l, task)].rec.get("num_params")]) if (l, task) in cell else "-"
+                             for l in labels],
     ]
 
 
