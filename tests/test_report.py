@@ -356,6 +356,9 @@ def test_ablation_table_groups_variants_under_their_attention_beside_the_publish
     assert rows["polarity=False"][4] == "Table 3: ImageNet-1K only"
     assert rows["gate_init=uniform"][2] == "no run" and rows["gate_init=uniform"][3] == "74.40 (Text)"
     assert "alpha=5" not in abl and list(rows)[0] == "baseline (defaults)"
+    t4 = md[md.index("## Table 4"):md.index("## Table 6")]
+    assert "gate_init" not in t4 and "polarity=" not in t4  # variants are the ablation's rows only
+    assert cell(t4, "| pola-a5", "ListOps").startswith("**33.00")  # the best of the column
 
 
 def test_parameter_counts_are_shown_in_table4_and_table6(tmp_path):

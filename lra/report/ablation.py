@@ -4,7 +4,6 @@ ABLATIONS: Appendix A.4 on LRA Text; the Table 3 components, measured on ImageNe
 
 from __future__ import annotations
 
-import attentions
 from lra.core import paper_numbers as paper
 from lra.core.identity import normalise
 from lra.report.context import PRESET_ORDER, Context
@@ -22,27 +21,13 @@ INTRO = (
     "effect on our task, not the paper's number.")
 
 
-def variant(ctx: Context, r: Run) -> tuple[str, dict] | None:
-    """(the attention a run is a variant of, its options that differ from that attention's), or None
-    when the run computes a registered attention (no variant)."""
-    if r.label in ctx.labeler.canonical.values():
-        return None
-    name = r.rec["attention"]
-    try:
-        defaults = normalise(attentions.options_dict(attentions.resolve(name)))
-    except ValueError:  # an attention (or option) this version does not have
-        return None
-    options = normalise(r.rec.get("attention_options") or {})
-    return ctx.labeler.canonical.get(name, name), {k: v for k, v in options.items() if defaults.get(k) != v}
-
-
 def published_for(base: str) -> list:
     return [a for a in paper.ABLATIONS if a.attention == base]
 
 
 def section(ctx: Context) -> list[str]:
     train = ctx.of_kind("train")
-    groups = sorted({(v[0], r.rec["task"], r.rec.get("preset")) for r in train if (v := variant(ctx, r))},
+    groups = sorted({(v[0], r.rec["task"], r.rec.get("preset")) for r in train if (v := ctx.variant(r))},
                     key=lambda g: (g[0], ctx.tasks.index(g[1]) if g[1] in ctx.tasks else 99,
                                    PRESET_ORDER.index(g[2]) if g[2] in PRESET_ORDER else 99))
     out = ["## Ablations", "", INTRO, ""]
@@ -60,7 +45,7 @@ def table(ctx: Context, train: list[Run], base: str, task: str, preset: str) -> 
     for r in here:
         if r.label == base:
             rows.setdefault("", ({}, []))[1].append(r)
-        elif (v := variant(ctx, r)) and v[0] == base:
+        elif (v := ctx.variant(r)) and v[0] == base:
             rows.setdefault(options_text(v[1]), (v[1], []))[1].append(r)
     for pub in published_for(base):
         rows.setdefault(options_text(normalise(pub.options)), (normalise(pub.options), []))

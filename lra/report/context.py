@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import attentions
 import tasks
 from lra.core import paper_numbers as paper
+from lra.core.identity import normalise
 from lra.report.runs import Labeler, Run, Sources, load_runs
 
 PRESET_ORDER = ("paper", "quick", "smoke")
@@ -30,9 +32,23 @@ class Context:
         """The preset whose accuracy sits in Table 6 and the figure: the most paper-like one recorded."""
         return self.presets[0] if self.presets else None
 
+    def variant(self, r: Run) -> tuple[str, dict] | None:
+        """(the attention a run is a variant of, its options that differ from that attention's), or
+        None when the run computes a registered attention (or one this version does not know).
+        Variants are the Ablations section's rows, not Table 4's or Table 6's."""
+        if r.label in self.labeler.canonical.values():
+            return None
+        name = r.rec["attention"]
+        try:
+            defaults = normalise(attentions.options_dict(attentions.resolve(name)))
+        except ValueError:  # an attention (or option) this version does not have
+            return None
+        options = normalise(r.rec.get("attention_options") or {})
+        return self.labeler.canonical.get(name, name), {k: v for k, v in options.items() if defaults.get(k) != v}
+
     def attention_rows(self, runs: list[Run]) -> list[str]:
         """Every registered attention (aliases folded) and every recorded label, published order first."""
-        labels = set(self.labeler.registered()) | {r.label for r in runs}
+        labels = set(self.labeler.registered()) | {r.label for r in runs if self.variant(r) is None}
         published = [r.attention for r in paper.TABLE4 if r.attention] + [c.attention for c in paper.TABLE6]
         order = {name: i for i, name in reversed(list(enumerate(published)))}
         return sorted(labels, key=lambda l: (order.get(l, len(order)), l))

@@ -15,7 +15,8 @@ INTRO = ("Mean ± sample standard deviation over seeds (n = seeds; the latest ok
          "separately. Avg is over the paper's five tasks (Path-X is not in it), shown once all five have "
          "runs. Runs that ended oom / diverged / failed are counted beside the mean, never averaged in. "
          "Params: the trained parameters of the runs' models (their range over the tasks: the embedding "
-         "and some attentions grow with the length).")
+         "and some attentions grow with the length). Runs of an attention with options changed "
+         "(`--variants`) are in the Ablations section, beside its default run.")
 
 
 def section(ctx: Context) -> list[str]:
