@@ -14,14 +14,21 @@ from lra.report.context import Context, make_context
 
 # How the reference leaderboard (results/reference/) was produced; its header repeats it.
 REGENERATE = [
-    "    lra bench --task all --attention all --device cpu --skip-existing --results-dir results/reference",
-    "    lra bench --scaling --attention all --device cpu --results-dir results/reference",
-    "    python run_lra.py --task listops --attention all --preset smoke --seeds 0,1,2 --results-dir results/reference",
-    "    python run_lra.py --task pathfinder --attention all --preset smoke --seeds 0 --results-dir results/reference",
-    "    lra analyze --task listops --attention all --preset smoke --seeds 0 --results-dir results/reference",
-    "    lra train --task listops --attention pola-a3 --preset smoke --seeds 0 --results-dir results/reference \\",
-    "        --variants baseline polarity=false gate=false dwc=false learnable_power=false \\",
+    '    R="--results-dir results/reference"',
+    "    lra bench --task all --attention all --device cpu $R    # beside it, the next line (one thread each)",
+    "    lra bench --scaling --attention all --device cpu $R",
+    "    python run_lra.py --task listops --attention all --preset smoke --seeds 0,1,2 --jobs 2 $R",
+    "    python run_lra.py --task pathfinder --attention all --preset smoke --seeds 0 --jobs 2 $R",
+    "    lra train --task listops --attention pola-a3 --preset smoke --seeds 0 --jobs 2 $R --variants baseline \\",
+    "        polarity=false gate=false dwc=false learnable_power=false \\",
     "        gate_init=zeros gate_init=normal gate_init=uniform gate_init=ones",
+    "    lra train --task listops --attention performer --preset smoke --seeds 0,1,2 --jobs 2 $R \\",
+    "        --variants stabiliser=wx-batch stabiliser=logit",
+    "    lra train --task listops --attention linformer --preset smoke --seeds 0,1,2 --jobs 2 $R --variants train_e=true",
+    "    lra train --task listops --attention informer --preset smoke --seeds 0,1,2 --jobs 2 $R --variants sparsity=mean",
+    "    lra train --task pathfinder --attention pola-a3 --preset smoke --seeds 0,1,2 --jobs 2 $R \\",
+    "        --variants baseline dwc_2d=false key_pos=true",
+    "    lra analyze --task listops --attention all --preset smoke --seeds 0 $R",
     "    lra report --reference",
 ]
 
