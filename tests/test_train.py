@@ -169,3 +169,33 @@ def test_peak_memory_that_cannot_be_measured_is_said_not_a_tiny_number():
     peak, why = memory.reported()
     assert why is None and peak > 32, (peak, why)
     del big
+
+
+def test_garbage_freed_during_a_cpu_measurement_does_not_hide_its_peak():
+    """Cycles left by earlier work (a test suite, a previous run) freed mid-measurement lower the
+    resident set below the start; PeakMemory collects them before it starts."""
+    import gc
+
+    import numpy as np
+    import torch
+
+    from lra.core.measure import PeakMemory
+
+    class Holder:
+        pass
+
+    gc.disable()
+    try:
+        for _ in range(3):
+            a, b = Holder(), Holder()
+            a.other, b.other, a.data = b, a, np.ones(100 * 2**20, dtype=np.uint8)
+            del a, b
+    finally:
+        gc.enable()
+    memory = PeakMemory(torch.device("cpu"))
+    memory.start()
+    gc.collect()  # what a collection during the measured steps does
+    big = np.ones(64 * 2**20, dtype=np.uint8)
+    peak, why = memory.reported()
+    assert why is None and peak > 32, (peak, why)
+    del big

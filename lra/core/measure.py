@@ -18,6 +18,7 @@ seconds have passed, with the peak memory of both. `lra bench`, `lra data throug
 
 from __future__ import annotations
 
+import gc
 import re
 import resource
 import statistics
@@ -106,6 +107,9 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.method = "cuda_max_memory_allocated"
             return
+        # Garbage freed while we measure lowers the resident set and hides the peak under the
+        # starting point: collect it first (a process that ran earlier work holds cycles).
+        gc.collect()
         try:
             Path("/proc/self/clear_refs").write_text("5")
             self._baseline = _proc_status()["VmRSS"]
