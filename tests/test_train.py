@@ -156,46 +156,61 @@ def test_a_sequence_length_that_cuts_examples_is_counted_said_and_recorded(listo
     assert f"listops/train: sequence length 50 cuts {cut['cut_by_seq_len']} of {cut['examples']}" in capsys.readouterr().out
 
 
+def in_fresh_process(code: str) -> None:
+    """Run `code` in a new interpreter: a resident-set measurement in the test process would see
+    memory that other tests' threads free meanwhile."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=root, capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "PYTHONPATH": str(root)})
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
 def test_peak_memory_that_cannot_be_measured_is_said_not_a_tiny_number():
-    import numpy as np
-    import torch
+    in_fresh_process("""
+        import numpy as np
+        import torch
 
-    from lra.core.measure import PeakMemory
+        from lra.core.measure import PeakMemory
 
-    assert PeakMemory(torch.device("cpu")).reported() == (None, "not measured: no training step ran in this process")
-    memory = PeakMemory(torch.device("cpu"))
-    memory.start()
-    big = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MiB, touched
-    peak, why = memory.reported()
-    assert why is None and peak > 32, (peak, why)
-    del big
+        assert PeakMemory(torch.device("cpu")).reported() == (None, "not measured: no training step ran in this process")
+        memory = PeakMemory(torch.device("cpu"))
+        memory.start()
+        big = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MiB, touched
+        peak, why = memory.reported()
+        assert why is None and peak > 32, (peak, why)
+    """)
 
 
 def test_garbage_freed_during_a_cpu_measurement_does_not_hide_its_peak():
-    """Cycles left by earlier work (a test suite, a previous run) freed mid-measurement lower the
-    resident set below the start; PeakMemory collects them before it starts."""
-    import gc
+    """Cycles left by earlier work (a previous run in the same process) freed mid-measurement lower
+    the resident set below the start; PeakMemory collects them before it starts."""
+    in_fresh_process("""
+        import gc
 
-    import numpy as np
-    import torch
+        import numpy as np
+        import torch
 
-    from lra.core.measure import PeakMemory
+        from lra.core.measure import PeakMemory
 
-    class Holder:
-        pass
+        class Holder:
+            pass
 
-    gc.disable()
-    try:
+        gc.disable()
         for _ in range(3):
             a, b = Holder(), Holder()
             a.other, b.other, a.data = b, a, np.ones(100 * 2**20, dtype=np.uint8)
             del a, b
-    finally:
         gc.enable()
-    memory = PeakMemory(torch.device("cpu"))
-    memory.start()
-    gc.collect()  # what a collection during the measured steps does
-    big = np.ones(64 * 2**20, dtype=np.uint8)
-    peak, why = memory.reported()
-    assert why is None and peak > 32, (peak, why)
-    del big
+        memory = PeakMemory(torch.device("cpu"))
+        memory.start()
+        gc.collect()  # what a collection during the measured steps does
+        big = np.ones(64 * 2**20, dtype=np.uint8)
+        peak, why = memory.reported()
+        assert why is None and peak > 32, (peak, why)
+    """)

@@ -136,6 +136,7 @@ class PeakMemory:
             self._stop.set()
             if self._sampler is not None:
                 self._sampler.join()
+            self._sampled_peak = max(self._sampled_peak, _rss_bytes())  # the sampler may not have run since
             return max(0, self._sampled_peak - self._baseline) / MiB
         return None
 
