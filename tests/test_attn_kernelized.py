@@ -7,7 +7,8 @@ import torch
 
 import attentions
 from attentions.kernelized import kernelized_attention, kernelized_reference
-from attn_check import assert_dropout_only_in_training, assert_same_layer_function, build, padded_inputs
+from attn_check import (assert_dropout_only_in_training, assert_fast_drops_what_reference_drops, assert_same_layer_function,
+                        build, padded_inputs)
 
 
 @pytest.mark.parametrize("fn", [kernelized_attention, kernelized_reference])
@@ -52,19 +53,8 @@ def test_fast_form_equals_reference_form_in_eval(N, lengths):
 def test_fast_form_equals_reference_form_with_dropout(lengths):
     """In training, with the same seed, both forms drop the same entries: same outputs, same
     gradients for the input and every parameter."""
-    grads, outs = [], []
     x, mask = padded_inputs(2, 29, 32, lengths, scale=0.5)
-    for impl in ("fast", "reference"):
-        layer = build("kernelized", impl=impl, dropout=0.3).train()
-        xi = x.clone().requires_grad_(True)
-        torch.manual_seed(7)
-        y = layer(xi, mask)
-        (y.sin() * mask[..., None]).sum().backward()
-        outs.append(y[mask].detach())
-        grads.append([xi.grad[mask]] + [p.grad for p in layer.parameters()])
-    torch.testing.assert_close(outs[0], outs[1])
-    for a, b in zip(*grads):
-        torch.testing.assert_close(a, b)
+    assert_fast_drops_what_reference_drops("kernelized", x, mask, seed=7)
 
 
 def test_padded_keys_get_weight_zero_whatever_they_hold():

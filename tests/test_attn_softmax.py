@@ -9,7 +9,7 @@ import torch
 
 import attentions
 from attentions.softmax import drop_threshold, dropout_drop, softmax_attention, softmax_reference
-from attn_check import assert_dropout_only_in_training, build, padded_inputs
+from attn_check import assert_dropout_only_in_training, assert_fast_drops_what_reference_drops, padded_inputs
 
 
 @pytest.mark.parametrize("B,N,d", [(1, 1, 8), (2, 37, 16), (3, 130, 32)])
@@ -49,18 +49,7 @@ def test_cpu_training_path_matches_reference_with_dropout(N, lengths):
     """Training with dropout on a CPU takes the hand-written path (no mask when nothing is padded);
     with the same seed it drops the same weights as the reference: same outputs and gradients."""
     x, mask = padded_inputs(3, N, 32, lengths)
-    outs, grads = [], []
-    for impl in ("fast", "reference"):
-        layer = build("softmax", impl=impl, dropout=0.3).train()
-        xi = x.clone().requires_grad_(True)
-        torch.manual_seed(11)
-        y = layer(xi, mask)
-        (y.sin() * mask[..., None]).sum().backward()
-        outs.append(y[mask].detach())
-        grads.append([xi.grad[mask]] + [p.grad for p in layer.parameters()])
-    torch.testing.assert_close(outs[0], outs[1])
-    for a, b in zip(*grads):
-        torch.testing.assert_close(a, b)
+    assert_fast_drops_what_reference_drops("softmax", x, mask, seed=11)
 
 
 def test_cpu_training_path_masks_padded_keys():
