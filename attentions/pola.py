@@ -60,18 +60,20 @@ Options (ablation switches of the paper's Table 3 and Appendix A.4, and the offi
         autograd throughout). The projection, convolution and gate are torch ops on every path.
 
 The fast path computes the same function with fewer passes over (N, d) tensors (on CPU the layer
-is bound by element-wise work, not by its matmuls); docs/pola-1d.md says how and how it is tested:
-  - 1/softplus(s) is folded into the q and k rows of the projection weight, and q, k, v and g come
-    from one Linear(D -> 4D) (the parameters stay the separate qkv, gate and scale of the module);
-  - `pola_linear(q, k, v, power, mask, eps, polarity)` is the whole linear-form core on already
-    scaled q and k, one autograd Function with a hand-written backward (a fused kernel can replace
-    it): with a = |x|^p and b = sign(x)|x|^p, ReLU(+-x)^p = (a +- b) / 2, so the same-sign
-    similarity is (a_q.a_k + b_q.b_k) / 2, the opposite-sign one (a_q.a_k - b_q.b_k) / 2, and both
-    streams come from a_q Ma + b_q Mb with small matrices mixed from v^T a_k, v^T b_k and the key
-    sums; no masked copies, no concatenated features;
-  - the depthwise convolution runs as one Conv2d on the channels-last view of v (B, N, D), with a
-    hand-written backward on CPU (`depthwise_conv`; torch's CPU depthwise backward is many times
-    slower at these shapes).
+is bound by memory traffic and element-wise work, not by its matmuls); docs/pola-1d.md says how
+and how it is tested:
+  - 1/softplus(s) is folded into the q and k rows of the projection weight, so one Linear(D -> 3D)
+    gives the scaled q, k and v (the parameters stay the separate qkv and scale of the module);
+  - `pola_block` takes that projection and g to the gated output, core + convolution + gate, as one
+    autograd Function with a hand-written backward that writes dq, dk and dv straight into the
+    projection's gradient;
+  - its core is the linear form of `pola_linear(q, k, v, power, mask, eps, polarity)` (which a
+    fused kernel replaces on CUDA): with a = |x|^p and b = sign(x)|x|^p, ReLU(+-x)^p = (a +- b) / 2,
+    so the same-sign similarity is (a_q.a_k + b_q.b_k) / 2, the opposite-sign one
+    (a_q.a_k - b_q.b_k) / 2, and both streams come from a_q Ma + b_q Mb with small matrices mixed
+    from v^T a_k, v^T b_k and the key sums; no masked copies, no concatenated features;
+  - the depthwise convolution is one Conv2d on the channels-last view of v (B, N, D); its backward
+    is written by hand (torch's CPU depthwise backward is many times slower at these shapes).
 
 Numerics: features and normalisers run in float32 with autocast off (p up to 8 overflows
 float16 at |x| > 4); so do the convolution and the gate product.
@@ -118,26 +120,25 @@ GATE_INITS = {
 
 def _power_features(x: torch.Tensor, pp: torch.Tensor):
     """a = |x|^p and b = sign(x)|x|^p (ReLU(+-x)^p = (a +- b) / 2), contiguous (B, H, N, d) whatever
-    x's layout, and for the backward log|x| and p / |x|. Where x = 0, a = b = 0 exactly
-    (exp(p log 0) = 0); there log|x| is floored at log(tiny) and |x| at p tiny (the smallest normal
-    number, times p so that p / |x| stays finite), which keeps 0 log 0 and 0 / 0 out of the
-    backward and changes nothing for normal numbers."""
+    x's layout, and for the backward |x| and log|x|, floored at the smallest normal number and its
+    log. At x = 0, a = b = 0 exactly (exp(p log 0) = 0), and so are their gradients (see the backward)."""
     tiny = torch.finfo(x.dtype).tiny
     ax = torch.abs(x, out=x.new_empty(x.shape))
     log_abs = ax.log()
-    a = (log_abs * pp).exp_()
+    a = torch.mul(log_abs, pp).exp_()
     b = torch.copysign(a, x)
-    slope = torch.div(pp, torch.maximum(ax, pp * tiny, out=ax), out=ax)
-    return a, b, log_abs.clamp_min_(math.log(tiny)), slope
+    return a, b, ax.clamp_min_(tiny), log_abs.clamp_min_(math.log(tiny))
 
 
-def _power_features_backward(a, b, log_abs, slope, da, db, need_p: bool = True):
-    """(dx, dp) of _power_features (slope = p / |x|), p summed over batch and positions: (H, d).
+def _power_features_backward(a, b, ax, log_abs, pda, pdb, need_p: bool):
+    """(dx, p dp) of _power_features from p da and p db (the caller folds p into its small
+    matrices); dx is written over pda, p dp is summed over batch and positions (H, d) (None unless
+    need_p).
 
-    d(a, b)/dp = (a, b) log|x|;  da/dx = p b / |x|,  db/dx = p a / |x|  (b = sign(x) a)."""
-    dp = torch.addcmul(da * a, db, b).mul_(log_abs).sum((0, 2)) if need_p else None
-    dx = torch.addcmul(da * b, db, a).mul_(slope)
-    return dx, dp
+    da/dx = p b / |x|, db/dx = p a / |x| (b = sign(x) a);  d(a, b)/dp = (a, b) log|x|.
+    At x = 0 both vanish: a = b = 0 there, and |x| and log|x| are floored (0 / tiny, 0 log tiny)."""
+    pdp = (pda * a).addcmul_(pdb, b).mul_(log_abs).sum((0, 2)) if need_p else None
+    return pda.mul_(b).addcmul_(pdb, a).div_(ax), pdp
 
 
 def _mixing(ka, kb, sa, sb, polarity: bool):
@@ -160,93 +161,102 @@ def _mixing(ka, kb, sa, sb, polarity: bool):
 
 
 def _mixing_backward(dma, dmb, dv: int, polarity: bool):
-    """(dka, dkb, dsa, dsb) of _mixing."""
+    """[dka; dsa] and [dkb; dsb] (B, H, d_v + 1, d) of _mixing."""
     if not polarity:
         dm = (dma + dmb).transpose(-2, -1) / 2
-        return dm[..., :dv, :], dm[..., :dv, :], dm[..., dv:, :], dm[..., dv:, :]
+        return dm, dm
     ga, gb = dma.transpose(-2, -1), dmb.transpose(-2, -1)  # (B, H, d_v + 2, d)
     sign = torch.ones(dv, 1, dtype=gb.dtype, device=gb.device)
     sign[dv // 2:] = -1
-    return (ga[..., :dv, :], gb[..., :dv, :] * sign,
-            ga[..., dv:dv + 1, :] + ga[..., dv + 1:, :], gb[..., dv:dv + 1, :] - gb[..., dv + 1:, :])
+    return (torch.cat([ga[..., :dv, :], ga[..., dv:dv + 1, :] + ga[..., dv + 1:, :]], dim=-2),
+            torch.cat([gb[..., :dv, :] * sign, gb[..., dv:dv + 1, :] - gb[..., dv + 1:, :]], dim=-2))
 
 
-def _bmm(a, b, add=None):
-    """a @ b (+ add, broadcast) over the leading (B, H) dims, the addition fused into the product."""
+def _bmm(a, b, acc=None):
+    """a @ b over the leading (B, H) dims; with acc (an earlier result), acc += a @ b in place."""
     lead, rows, cols = a.shape[:-2], a.shape[-2], b.shape[-1]
     a3, b3 = a.reshape(-1, rows, a.shape[-1]), b.reshape(-1, b.shape[-2], cols)
-    if add is None:
+    if acc is None:
         return torch.bmm(a3, b3).view(*lead, rows, cols)
-    add3 = add.reshape(-1, *add.shape[-2:])  # (.., 1, cols) broadcasts inside baddbmm
-    return torch.baddbmm(add3, a3, b3).view(*lead, rows, cols)
+    acc.view(-1, rows, cols).baddbmm_(a3, b3)
+    return acc
+
+
+def _core_forward(q, k, v, power, mask, eps: float, polarity: bool):
+    """The linear-form core (`pola_linear`): its output, laid out as (B, N, H, d) in memory, and what
+    `_core_backward` needs. v is written once more, contiguous and masked, with the mask as an extra
+    column: vx^T a_k then holds v^T a_k and the sum of a_k over the real keys at once, and padded keys
+    drop out of both without zeroing k (their gradients come out zero through vx as well)."""
+    B, H, N, d = q.shape
+    dv = v.shape[-1]
+    m = key_mask(mask, q.dtype)
+    n2 = 2 * mask.sum(-1).clamp(min=1).to(q.dtype)[:, None, None, None]  # the mean's n, the halves' 2
+    pp = power[:, None, :]
+    vx = q.new_empty(B, H, N, dv + 1)
+    torch.mul(v, m, out=vx[..., :dv])
+    vx[..., dv:] = m
+    aq, bq, xq, lq = _power_features(q, pp)
+    ak, bk, xk, lk = _power_features(k, pp)
+    ka, kb = _bmm(vx.transpose(-2, -1), ak).div_(n2), _bmm(vx.transpose(-2, -1), bk).div_(n2)  # (B, H, d_v + 1, d)
+    ma, mb = _mixing(ka[..., :dv, :], kb[..., :dv, :], ka[..., dv:, :], kb[..., dv:, :], polarity)
+    r = _bmm(bq, mb, acc=_bmm(aq, ma))
+    S = 2 if polarity else 1
+    den = r[..., dv:, None] + eps  # (B, H, N, S, 1)
+    out = r.new_empty(B, N, H, dv).transpose(1, 2)  # merged-heads memory: merge_heads is a view
+    torch.div(r[..., :dv].unflatten(-1, (S, dv // S)), den, out=out.unflatten(-1, (S, dv // S)))
+    return out, (power, vx, n2, aq, bq, xq, lq, ak, bk, xk, lk, ma, mb, den, out)
+
+
+def _core_backward(saved, go, polarity: bool, need_p: bool):
+    """Backward of `_core_forward`: (dq, dk, dv, dp), each (B, H, N, d) contiguous. dv is right at
+    real positions only: the caller zeroes the padded ones (with whatever it adds to them)."""
+    power, vx, n2, aq, bq, xq, lq, ak, bk, xk, lk, ma, mb, den, out = saved
+    B, H, N, dv = out.shape
+    S = den.shape[-2]
+    # normalisation: d num = go / den, d den = -sum(go out) / den per stream
+    dr = go.new_empty(B, H, N, dv + S)
+    dnum = dr[..., :dv].unflatten(-1, (S, dv // S))
+    torch.div(go.unflatten(-1, (S, dv // S)), den, out=dnum)
+    dr[..., dv:] = -(dnum * out.unflatten(-1, (S, dv // S))).sum(-1)
+    p = power[:, None, :]  # folded into the small matrices: the feature gradients come out times p
+    # r = a_q Ma + b_q Mb
+    pdaq, pdbq = _bmm(dr, ma.transpose(-2, -1) * p), _bmm(dr, mb.transpose(-2, -1) * p)
+    dka, dkb = (t / n2 for t in _mixing_backward(_bmm(aq.transpose(-2, -1), dr), _bmm(bq.transpose(-2, -1), dr),
+                                                 dv, polarity))
+    # [ka; sa] = vx^T a_k (and the same for b)
+    dvv = _bmm(bk, dkb[..., :dv, :].transpose(-2, -1), acc=_bmm(ak, dka[..., :dv, :].transpose(-2, -1)))
+    pdak, pdbk = _bmm(vx, dka * p), _bmm(vx, dkb * p)
+    dq, pdpq = _power_features_backward(aq, bq, xq, lq, pdaq, pdbq, need_p)
+    dk, pdpk = _power_features_backward(ak, bk, xk, lk, pdak, pdbk, need_p)
+    return dq, dk, dvv, (pdpq + pdpk) / power if need_p else None
 
 
 class _PolaLinear(torch.autograd.Function):
-    """The linear-form core as one autograd Function: every tensor of size N is written once
-    forward and once backward, contiguous (no masked copies, no concatenated features, no
-    zero-filled slice gradients). See `pola_linear`."""
+    """The linear-form core as one autograd Function (see `pola_linear`)."""
 
     @staticmethod
     def forward(ctx, q, k, v, power, mask, eps, polarity):
-        B, H, N, d = q.shape
-        m = key_mask(mask, q.dtype)
-        n2 = 2 * mask.sum(-1).clamp(min=1).to(q.dtype)[:, None, None, None]  # the mean's n, the halves' 2
-        pp = power[:, None, :]
-        k = k * m
-        v = v.contiguous()  # the products below batch over (B, H): one copy here, none in them
-        aq, bq, lq, sq = _power_features(q, pp)
-        ak, bk, lk, sk = _power_features(k, pp)
-        vt = v.transpose(-2, -1)
-        ka, kb = _bmm(vt, ak) / n2, _bmm(vt, bk) / n2  # (B, H, d_v, d): v^T a_k, the cheap layout
-        sa, sb = ak.sum(-2, keepdim=True) / n2, bk.sum(-2, keepdim=True) / n2
-        ma, mb = _mixing(ka, kb, sa, sb, polarity)
-        r = _bmm(aq, ma, add=_bmm(bq, mb))
-        S = 2 if polarity else 1
-        dv = v.shape[-1]
-        den = r[..., dv:, None] + eps  # (B, H, N, S, 1)
-        out = r.new_empty(B, N, H, dv).transpose(1, 2)  # merged-heads memory: merge_heads is a view
-        torch.div(r[..., :dv].unflatten(-1, (S, dv // S)), den, out=out.unflatten(-1, (S, dv // S)))
-        ctx.save_for_backward(v, n2, aq, bq, lq, sq, ak, bk, lk, sk, ma, mb, den, out)
+        out, saved = _core_forward(q, k, v, power, mask, eps, polarity)
+        ctx.save_for_backward(mask, *saved)
         ctx.polarity = polarity
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, go):
+        mask, *saved = ctx.saved_tensors
         with float32_core(go.device):  # as the forward ran, whatever autocast surrounds the backward
-            return _PolaLinear._backward(ctx, go)
-
-    @staticmethod
-    def _backward(ctx, go):
-        v, n2, aq, bq, lq, sq, ak, bk, lk, sk, ma, mb, den, out = ctx.saved_tensors
-        B, H, N, dv = out.shape
-        S = den.shape[-2]
-        # normalisation: d num = go / den, d den = -sum(go out) / den per stream
-        dr = go.new_empty(B, H, N, dv + S)
-        dnum = dr[..., :dv].unflatten(-1, (S, dv // S))
-        torch.div(go.unflatten(-1, (S, dv // S)), den, out=dnum)
-        dr[..., dv:] = -(dnum * out.unflatten(-1, (S, dv // S))).sum(-1)
-        # r = a_q Ma + b_q Mb
-        daq, dbq = _bmm(dr, ma.transpose(-2, -1)), _bmm(dr, mb.transpose(-2, -1))
-        dma, dmb = _bmm(aq.transpose(-2, -1), dr), _bmm(bq.transpose(-2, -1), dr)
-        dka, dkb, dsa, dsb = (t / n2 for t in _mixing_backward(dma, dmb, dv, ctx.polarity))
-        # ka = v^T a_k, sa = sum_j a_k (and the same for b)
-        dak, dbk = _bmm(v, dka, add=dsa), _bmm(v, dkb, add=dsb)
-        dvv = _bmm(ak, dka.transpose(-2, -1), add=_bmm(bk, dkb.transpose(-2, -1)))
-        need_p = ctx.needs_input_grad[3]
-        dq, dpq = _power_features_backward(aq, bq, lq, sq, daq, dbq, need_p)
-        # dk is 0 at padded keys without a mask: their a_k = b_k = 0 (k was zeroed)
-        dk, dpk = _power_features_backward(ak, bk, lk, sk, dak, dbk, need_p)
-        return dq, dk, dvv, dpq + dpk if need_p else None, None, None, None
+            dq, dk, dv, dp = _core_backward(saved, go, ctx.polarity, ctx.needs_input_grad[3])
+        return dq, dk, dv.mul_(key_mask(mask, dv.dtype)), dp, None, None, None
 
 
 def pola_linear(q, k, v, power, mask, eps: float, polarity: bool = True) -> torch.Tensor:
     """The linear-form core: [os, oo] per head (B, H, N, d) (or the single positive stream).
 
     q, k: (B, H, N, d), already divided by softplus(s) (and k offset by the positional term);
-    v: (B, H, N, d); power: p (H, d); mask: (B, N) bool. k is zeroed at padded positions here,
-    so padded keys and values add nothing (|0|^p = 0 zeroes their features). The result's memory
-    is laid out as (B, N, H, d): merge_heads of it is a view.
+    v: (B, H, N, d); power: p (H, d); mask: (B, N) bool. Padded keys and values add nothing, and
+    their gradients are zero. The result's memory is laid out as (B, N, H, d): merge_heads of it is
+    a view.
 
     With a = |x|^p and b = sign(x)|x|^p per channel, ReLU(+-x)^p = (a +- b) / 2, so both streams'
     numerators and denominators come from a_q Ma + b_q Mb with small (d, d + 2) matrices mixed from
@@ -254,48 +264,49 @@ def pola_linear(q, k, v, power, mask, eps: float, polarity: bool = True) -> torc
     return _PolaLinear.apply(q, k, v, power, mask, eps, polarity)
 
 
+def _conv(x, w, b):
+    return F.conv2d(x, w, b, padding=(w.shape[-2] // 2, w.shape[-1] // 2), groups=x.shape[1])
+
+
+def _conv_backward(x, w, gy, needs=(True, True, True)):
+    """(dx, dw, db) of `_conv`. dx is the forward convolution with the flipped kernel; on CPU dw is
+    `_depthwise_weight_grad` (torch's CPU depthwise backward is many times slower at these shapes)."""
+    (kh, kw), C = w.shape[-2:], x.shape[1]
+    dx = dw = db = None
+    if needs[0]:
+        dx = F.conv2d(gy, w.flip((-2, -1)), padding=(kh // 2, kw // 2), groups=C)
+    if needs[1] and x.device.type == "cpu":
+        dw = _depthwise_weight_grad(x, gy, kh // 2, kw // 2)
+    elif needs[1]:
+        dw = torch.nn.grad.conv2d_weight(x, w.shape, gy, padding=(kh // 2, kw // 2), groups=C)
+    if needs[2]:
+        db = gy.sum((0, 2, 3))
+    return dx, dw, db
+
+
 class _DepthwiseConvCPU(torch.autograd.Function):
-    """Depthwise "same" Conv2d of a channels-last x, with a backward that avoids torch's slow CPU
-    depthwise backward: dx is the forward convolution with the flipped kernel, dw a product and a
-    sum per tap (1-D) or one depthwise convolution of the padded input with the output gradient
-    as kernel (2-D; `_depthwise_weight_grad`), db a sum."""
+    """Depthwise "same" Conv2d of a channels-last x with `_conv_backward` as its backward."""
 
     @staticmethod
     def forward(ctx, x, w, b):
-        pad = (w.shape[-2] // 2, w.shape[-1] // 2)
         ctx.save_for_backward(x, w)
-        ctx.pad = pad
-        return F.conv2d(x, w, b, padding=pad, groups=x.shape[1])
+        return _conv(x, w, b)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gy):
         with float32_core(gy.device):
-            return _DepthwiseConvCPU._backward(ctx, gy)
-
-    @staticmethod
-    def _backward(ctx, gy):
-        x, w = ctx.saved_tensors
-        (ph, pw), C = ctx.pad, x.shape[1]
-        dx = dw = db = None
-        if ctx.needs_input_grad[0]:
-            dx = F.conv2d(gy, w.flip((-2, -1)), padding=ctx.pad, groups=C)
-        if ctx.needs_input_grad[1]:
-            dw = _depthwise_weight_grad(x, gy, ph, pw)
-        if ctx.needs_input_grad[2]:
-            db = gy.sum((0, 2, 3))
-        return dx, dw, db
+            return _conv_backward(*ctx.saved_tensors, gy, ctx.needs_input_grad)
 
 
 def _depthwise_weight_grad(x, gy, ph: int, pw: int) -> torch.Tensor:
     """dw[c, 0, i, j] = sum_{b, y, x} gy[b, c, y, x] xpad[b, c, y + i, x + j]: (C, 1, 2ph + 1, 2pw + 1),
     for channels-last x and gy (their memory is (B, h, w, C): the (B, N, D) of the layer)."""
     B, C, h, wd = x.shape
+    if ph == 0:
+        return _tap_sums(x.permute(0, 2, 3, 1).reshape(B, wd, C), gy.permute(0, 2, 3, 1).reshape(B, wd, C),
+                         pw).view(C, 1, 1, -1)
     xp = F.pad(x.permute(0, 2, 3, 1), (0, 0, pw, pw, ph, ph))  # (B, h + 2ph, wd + 2pw, C)
-    if ph == 0:  # 1-D: one product and one column sum per tap
-        g = gy.permute(0, 2, 3, 1)
-        taps = [(g * xp[:, :, j:j + wd]).view(-1, C).sum(0) for j in range(2 * pw + 1)]
-        return torch.stack(taps, dim=-1).view(C, 1, 1, -1)
     # 2-D: the K x K taps as one depthwise convolution. The B padded images are stacked into one
     # tall image (B (h + 2ph) rows, still channels-last) and correlated with the stacked gradients
     # (each followed by 2ph zero rows, the last ones cut) as the kernel: each output (i, j) then
@@ -308,12 +319,120 @@ def _depthwise_weight_grad(x, gy, ph: int, pw: int) -> torch.Tensor:
     return F.conv2d(tall, kernel, groups=C).transpose(0, 1)
 
 
+def _tap_sums(x: torch.Tensor, g: torch.Tensor, p: int) -> torch.Tensor:
+    """dw[c, t] = sum_{b, n} g[b, n, c] x[b, n + t - p, c] (x zero outside its sequence), (C, 2p + 1):
+    the weight gradient of a 1-D depthwise convolution, x and g (B, N, C) (channels-last views).
+
+    Each tap reads x and g once, with no product written out: over the B N flattened tokens the
+    products of channel c with itself are the diagonal of a (G x G) block of g^T x_shifted for each
+    group of G = 16 channels (one batched matmul on strided views, no copy); the few products that
+    the flattening pairs across two sequences are then taken off."""
+    B, N, C = x.shape
+    if N <= p:  # a shift past a whole sequence: the plain product and sum per tap
+        xp = F.pad(x, (0, 0, p, p))
+        return torch.stack([(g * xp[:, t:t + N]).sum((0, 1)) for t in range(2 * p + 1)], dim=-1)
+    group = 16 if C % 16 == 0 else C
+    xf, gf = x.reshape(B * N, C), g.reshape(B * N, C)
+    dw = x.new_empty(C, 2 * p + 1)
+    for t in range(2 * p + 1):
+        s = t - p
+        lo, hi = max(0, -s), B * N - max(0, s)
+        blocks = torch.bmm(gf[lo:hi].view(-1, C // group, group).permute(1, 2, 0),
+                           xf[lo + s:hi + s].view(-1, C // group, group).transpose(0, 1))
+        dw[:, t] = blocks.diagonal(dim1=1, dim2=2).reshape(C)
+        if s > 0:  # the last s tokens of a sequence met the first s of the next
+            dw[:, t] -= (g[:-1, N - s:] * x[1:, :s]).sum((0, 1))
+        elif s < 0:
+            dw[:, t] -= (g[1:, :-s] * x[:-1, N + s:]).sum((0, 1))
+    return dw
+
+
 def depthwise_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Depthwise "same" convolution of x (B, C, h, w) (channels-last views welcome) with w (C, 1, kh, kw)
     (odd sizes) and bias b (C,)."""
     if x.device.type == "cpu":
         return _DepthwiseConvCPU.apply(x, w, b)
-    return F.conv2d(x, w, b, padding=(w.shape[-2] // 2, w.shape[-1] // 2), groups=x.shape[1])
+    return _conv(x, w, b)
+
+
+@dataclass(frozen=True)
+class _Block:
+    """What `pola_block` needs besides tensors: heads, eps, polarity, and the convolution's (h, w)
+    view of the N tokens ((1, N) on sequences)."""
+    heads: int
+    eps: float
+    polarity: bool
+    grid: tuple[int, int]
+
+
+def _channels_last(x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """(B, N, D) -> the (B, D, h, w) view the convolution takes (channels-last memory: no copy)."""
+    return x.view(x.shape[0], *grid, x.shape[-1]).permute(0, 3, 1, 2)
+
+
+def _tokens(y: torch.Tensor) -> torch.Tensor:
+    """The inverse of `_channels_last`."""
+    return y.permute(0, 2, 3, 1).reshape(y.shape[0], -1, y.shape[1])
+
+
+class _PolaBlock(torch.autograd.Function):
+    """From the projections [q, k, v] and g to the gated output, core + convolution + gate in one
+    Function (see `pola_block`): the backward writes dq, dk and dv straight into one gradient of the
+    projection (no per-slice gradients stacked afterwards, no gradient sums of v)."""
+
+    @staticmethod
+    def forward(ctx, qkv, g, power, mask, conv_w, conv_b, key_offset, block: _Block):
+        B, N, _ = qkv.shape
+        q, k, v = qkv.unflatten(-1, (3, -1)).unbind(-2)
+        if key_offset is not None:
+            k = k + key_offset
+        vm = v * mask[..., None].to(v.dtype)
+        heads = lambda t: split_heads(t, block.heads)
+        out, saved = _core_forward(heads(q), heads(k), heads(vm), power, mask, block.eps, block.polarity)
+        o = out.transpose(1, 2).view(B, N, -1)  # (B, N, H, d) memory: a view
+        if conv_w is not None:
+            o = _tokens(_conv(_channels_last(vm, block.grid), conv_w, conv_b)).add_(o)
+        ctx.save_for_backward(g, mask, vm, conv_w, None if g is None else o, *saved)
+        ctx.block = block
+        return o if g is None else o * g
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, go):
+        with float32_core(go.device):
+            return _PolaBlock._backward(ctx, go)
+
+    @staticmethod
+    def _backward(ctx, go):
+        g, mask, vm, conv_w, o, *saved = ctx.saved_tensors
+        block, (B, N, D) = ctx.block, vm.shape
+        dg = None if g is None else go * o
+        do = go.contiguous() if g is None else go * g  # the views below need (B, N, D) memory
+        heads = lambda t: split_heads(t, block.heads)
+        dq, dk, dv, dp = _core_backward(saved, heads(do), block.polarity, ctx.needs_input_grad[2])
+        dqkv = go.new_empty(B, N, 3, D)
+        heads(dqkv[:, :, 0]).copy_(dq)
+        heads(dqkv[:, :, 1]).copy_(dk)
+        dv = dv.transpose(1, 2)  # (B, N, H, d)
+        dw = db = None
+        if conv_w is not None:
+            dx, dw, db = _conv_backward(_channels_last(vm, block.grid), conv_w, _channels_last(do, block.grid),
+                                        (True, *ctx.needs_input_grad[4:6]))
+            dv = _tokens(dx).view_as(dv).add_(dv)
+        torch.mul(dv, mask[:, :, None, None].to(dv.dtype), out=dqkv[:, :, 2].view_as(dv))
+        d_offset = dqkv[:, :, 1].sum(0) if ctx.needs_input_grad[6] else None
+        return dqkv.view(B, N, 3 * D), dg, dp, None, dw, db, d_offset, None
+
+
+def pola_block(qkv, g, power, mask, conv_w, conv_b, key_offset, block: _Block) -> torch.Tensor:
+    """The layer between its projections: qkv = [q, k, v] (B, N, 3D) (q and k already divided by
+    softplus(s)) and the gate g (B, N, D) (or None) -> ([os, oo] + dwc(v)) * g (B, N, D).
+
+    power: p (H, d); mask: (B, N) bool; conv_w, conv_b: the convolution as a depthwise Conv2d kernel
+    (D, 1, kh, kw) and bias (D,), or None (no convolution); key_offset: (N, D) added to k (the
+    positional term) or None. One autograd Function: the core is `_core_forward` /
+    `_core_backward` (as in `pola_linear`), the convolution `_conv` / `_conv_backward`."""
+    return _PolaBlock.apply(qkv, g, power, mask, conv_w, conv_b, key_offset, block)
 
 
 # --- the reference form -------------------------------------------------------------------------
@@ -420,33 +539,48 @@ class PolaAttention(AttentionBase):
         y = depthwise_conv(vm.reshape(B, h, w, D).permute(0, 3, 1, 2), weight, bias)
         return y.permute(0, 2, 3, 1).reshape(B, N, D)
 
-    def _fused_projection(self, x: torch.Tensor) -> torch.Tensor:
-        """[q / softplus(s), k / softplus(s), v, g] (B, N, 4D) from one matmul: the scale is folded into
-        the weight rows of q and k (a (3D, D) product instead of two passes over (B, N, D))."""
+    def _scaled_projection(self, x: torch.Tensor) -> torch.Tensor:
+        """[q / softplus(s), k / softplus(s), v] (B, N, 3D) from one matmul: the scale is folded into
+        the weight rows of q and k (no pass over (B, N, D) for it)."""
         inv = 1 / F.softplus(self.scale)
         rows = torch.cat([inv, inv, torch.ones_like(inv)])
-        w, b = self.qkv.weight * rows[:, None], self.qkv.bias * rows
-        if self.gate is not None:
-            w, b = torch.cat([w, self.gate.weight]), torch.cat([b, self.gate.bias])
-        return F.linear(x, w, b)
+        return F.linear(x, self.qkv.weight * rows[:, None], self.qkv.bias * rows)
 
     def _forward_fast(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        D, N = self.dim, x.shape[1]
-        proj = self._fused_projection(x)
+        qkv, g = self._scaled_projection(x), self.gate(x) if self.gate is not None else None
         with float32_core(x.device):
-            # unbind, not slices: the backward stacks the four gradients in one pass (a slice's
-            # backward fills a zero tensor of the whole projection for each)
-            q, k, v, *g = proj.to(core_dtype(x.dtype)).unflatten(-1, (-1, D)).unbind(-2)
-            if self.key_position is not None:
-                k = k + self.key_position[:N].to(k.dtype) / F.softplus(self.scale.to(k.dtype))
-            vm = v * mask[..., None].to(v.dtype)
-            o = merge_heads(self.linear_core(split_heads(q, self.heads), split_heads(k, self.heads),
-                                             split_heads(vm, self.heads), mask))
-            if self.dwc is not None:
-                o = o + self._conv_fast(vm)
-            if g:
-                o = o * g[0]
+            qkv, g = qkv.to(core_dtype(x.dtype)), g if g is None else g.to(core_dtype(x.dtype))
+            o = self._mix_fused(qkv, g, mask) if use_fused(self.options.impl, qkv) else self._mix(qkv, g, mask)
         return self.out(o)
+
+    def _key_offset(self, n: int, dtype) -> torch.Tensor | None:
+        """The positional term as the scaled k receives it, P[:n] / softplus(s) (n, D), or None."""
+        if self.key_position is None:
+            return None
+        return self.key_position[:n].to(dtype) / F.softplus(self.scale.to(dtype))
+
+    def _mix(self, qkv: torch.Tensor, g: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
+        """The torch path from the projections to the gated output: `pola_block`, one Function."""
+        N, dtype = qkv.shape[1], qkv.dtype
+        conv_w, conv_b = self._dwc_kernel(dtype) if self.dwc is not None else (None, None)
+        block = _Block(self.heads, self.options.eps, self.options.polarity, self.grid if self.conv_2d else (1, N))
+        return pola_block(qkv, g, self.exponent().to(dtype), mask, conv_w, conv_b, self._key_offset(N, dtype), block)
+
+    def _mix_fused(self, qkv: torch.Tensor, g: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
+        """The same with the fused kernels as the core and torch autograd around them (on a GPU the
+        per-slice gradients cost little)."""
+        # unbind, not slices: the backward stacks the three gradients in one pass (a slice's
+        # backward fills a zero tensor of the whole projection for each)
+        q, k, v = qkv.unflatten(-1, (3, -1)).unbind(-2)
+        offset = self._key_offset(qkv.shape[1], qkv.dtype)
+        if offset is not None:
+            k = k + offset
+        vm = v * mask[..., None].to(v.dtype)
+        o = merge_heads(self.linear_core(split_heads(q, self.heads), split_heads(k, self.heads),
+                                         split_heads(vm, self.heads), mask))
+        if self.dwc is not None:
+            o = o + self._conv_fast(vm)
+        return o if g is None else o * g
 
     def linear_core(self, q, k, vm, mask):
         """The linear-form core on scaled q, k and masked v, each (B, H, N, d): the fused kernels

@@ -339,7 +339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_at_start = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
     def progress(row):
-        cell = f"{row['ms']:.1f} ms, {row['peak_mb']:.0f} MiB" if row["status"] == "ok" else row.get("error", "")
+        mb = "-" if row.get("peak_mb") is None else f"{row['peak_mb']:.0f}"
+        cell = f"{row['ms']:.1f} ms, {mb} MiB" if row["status"] == "ok" else row.get("error", "")
         print(f"  {row['label']:<12} N={row['n']:<6} {row['status']:<8} {cell}", file=sys.stderr, flush=True)
 
     try:

@@ -373,8 +373,12 @@ def test_key_position_gradient_only_at_real_keys():
 
 # --- the fast path's pieces ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("shape,kernel", [((2, 6, 1, 37), (1, 5)), ((3, 4, 1, 2), (1, 7)), ((2, 6, 5, 7), (5, 5)),
-                                          ((1, 3, 9, 4), (3, 3)), ((2, 2, 3, 3), (7, 7))])
+@pytest.mark.parametrize("shape,kernel", [
+    ((2, 6, 1, 37), (1, 5)), ((3, 4, 1, 2), (1, 7)), ((2, 6, 5, 7), (5, 5)), ((1, 3, 9, 4), (3, 3)),
+    ((2, 2, 3, 3), (7, 7)),
+    # 1-D with channels in groups of 16 (the weight gradient from blocks of g^T x): shifts that cross
+    # into the next sequence, sequences just longer than the reach, and as long as it (plain sums)
+    ((3, 32, 1, 11), (1, 5)), ((2, 48, 1, 4), (1, 7)), ((4, 16, 1, 3), (1, 7)), ((1, 16, 1, 9), (1, 3))])
 def test_depthwise_conv_equals_torch(shape, kernel):
     from attentions.pola import depthwise_conv
 

@@ -156,7 +156,7 @@ def test_a_sequence_length_that_cuts_examples_is_counted_said_and_recorded(listo
     assert f"listops/train: sequence length 50 cuts {cut['cut_by_seq_len']} of {cut['examples']}" in capsys.readouterr().out
 
 
-def in_fresh_process(code: str) -> None:
+def in_fresh_process(code: str, extra_env: dict | None = None) -> None:
     """Run `code` in a new interpreter: a resident-set measurement in the test process would see
     memory that other tests' threads free meanwhile."""
     import os
@@ -165,9 +165,12 @@ def in_fresh_process(code: str) -> None:
     import textwrap
     from pathlib import Path
 
+    from lra.core.env import MALLOC_SETTINGS
+
     root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in MALLOC_SETTINGS}  # malloc as it comes, unless asked
     out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=root, capture_output=True, text=True,
-                         timeout=120, env={**os.environ, "PYTHONPATH": str(root)})
+                         timeout=120, env={**env, **(extra_env or {}), "PYTHONPATH": str(root)})
     assert out.returncode == 0, out.stderr[-2000:]
 
 
@@ -185,6 +188,33 @@ def test_peak_memory_that_cannot_be_measured_is_said_not_a_tiny_number():
         peak, why = memory.reported()
         assert why is None and peak > 32, (peak, why)
     """)
+
+
+def test_cpu_peak_memory_is_not_told_under_malloc_settings_and_records_carry_them():
+    """With glibc told to keep freed memory (MALLOC_MMAP_MAX_=0 and a trim threshold past any heap,
+    docs/pola-1d.md), a step reuses pages the process already holds: the resident set no longer
+    follows the tensors, so no CPU peak is told, the reason names the settings, and the record's
+    env carries them; without them, env says None and the peak is measured."""
+    check = """
+        import numpy as np
+        import torch
+
+        from lra.core.env import environment
+        from lra.core.measure import PeakMemory
+
+        memory = PeakMemory(torch.device("cpu"))
+        memory.start()
+        big = np.ones(64 * 2**20, dtype=np.uint8)
+        peak, why = memory.reported()
+        malloc = environment(torch.device("cpu"), torch.float32)["malloc"]
+        if {kept}:
+            assert peak is None and "MALLOC_MMAP_MAX_=0" in why and "MALLOC_TRIM_THRESHOLD_" in why, why
+            assert malloc == {{"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "4294967295"}}, malloc
+        else:
+            assert why is None and peak > 32 and malloc is None, (peak, why, malloc)
+    """
+    in_fresh_process(check.format(kept=True), {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "4294967295"})
+    in_fresh_process(check.format(kept=False))
 
 
 def test_garbage_freed_during_a_cpu_measurement_does_not_hide_its_peak():

@@ -55,6 +55,20 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# What glibc's malloc reads from the environment at start-up. Set, they change how freed memory
+# goes back to the kernel, and so a CPU's step time and what its resident set says (docs/pola-1d.md,
+# "Measured effect of the choices"): records carry them all. Under those that keep freed memory in
+# the process no CPU peak memory is told; a low MALLOC_MMAP_THRESHOLD_ alone returns blocks sooner,
+# which the memory worker of lra/attn_bench.py sets on purpose.
+MALLOC_SETTINGS = ("MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
+                   "MALLOC_ARENA_MAX", "GLIBC_TUNABLES")
+KEEPING = ("MALLOC_MMAP_MAX_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")
+
+
+def malloc_settings(names: tuple[str, ...] = MALLOC_SETTINGS) -> dict[str, str]:
+    return {name: os.environ[name] for name in names if name in os.environ}
+
+
 def environment(device: torch.device, dtype: torch.dtype) -> dict:
     return {
         "device": device.type,
@@ -66,6 +80,7 @@ def environment(device: torch.device, dtype: torch.dtype) -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "hostname": platform.node(),
+        "malloc": malloc_settings() or None,
     }
 
 

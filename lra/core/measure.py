@@ -10,6 +10,10 @@ Peak memory, in MiB:
   writing 5 to /proc/self/clear_refs, and the peak added by the measurement is VmHWM - VmRSS(at
   reset). Nothing the process did before the reset pollutes it.
 - elsewhere: a sampling thread reads the resident size every few milliseconds (method recorded).
+- CPU with glibc's malloc settings in the environment that keep freed memory in the process
+  (MALLOC_MMAP_MAX_, MALLOC_TRIM_THRESHOLD_ and the others of lra/core/env.py's KEEPING): not
+  told. Kept memory is reused without the resident set moving, so the resident set no longer
+  follows the tensors; the record says why.
 
 `time_steps` is the one timing routine: warm-up steps, then timed steps until enough steps and
 seconds have passed, with the peak memory of both. `lra bench`, `lra data throughput` and
@@ -28,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from lra.core.env import KEEPING, malloc_settings
 
 MiB = 1024 * 1024
 MIN_CPU_PEAK_MB = 1.0  # below this a CPU resident-memory rise is allocator noise, not the steps' needs
@@ -107,6 +113,9 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.method = "cuda_max_memory_allocated"
             return
+        if malloc_settings(KEEPING):  # freed memory stays in the process: RSS no longer follows the tensors
+            self.method = "withheld: " + " ".join(f"{k}={v}" for k, v in malloc_settings(KEEPING).items())
+            return
         # Garbage freed while we measure lowers the resident set and hides the peak under the
         # starting point: collect it first (a process that ran earlier work holds cycles).
         gc.collect()
@@ -145,6 +154,9 @@ class PeakMemory:
         CPU the resident set barely rose because the steps reused memory the process already held
         (a run's data loading leaves freed memory behind), which says nothing about their needs."""
         peak = self.peak_mb()
+        if self.method.startswith("withheld"):
+            return None, (f"not measured: malloc settings in the environment ({self.method[10:]}) decide when freed "
+                          "memory goes back to the kernel, so the resident set does not follow the tensors")
         if peak is None:
             return None, "not measured: no training step ran in this process"
         if self.device.type != "cuda" and peak < MIN_CPU_PEAK_MB:
