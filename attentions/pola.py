@@ -531,13 +531,13 @@ class PolaAttention(AttentionBase):
             return w.repeat(self.heads, 1, 1, 1), b.repeat(self.heads)
         return w[:, :, None, :], b
 
+    def _conv_grid(self, n: int) -> tuple[int, int]:
+        """The (h, w) view of the n tokens the convolution runs over: the image, or (1, n)."""
+        return self.grid if self.conv_2d else (1, n)
+
     def _conv_fast(self, vm: torch.Tensor) -> torch.Tensor:
         """dwc of the masked v (B, N, D) -> (B, N, D), on its channels-last view (no copy)."""
-        B, N, D = vm.shape
-        h, w = self.grid if self.conv_2d else (1, N)
-        weight, bias = self._dwc_kernel(vm.dtype)
-        y = depthwise_conv(vm.reshape(B, h, w, D).permute(0, 3, 1, 2), weight, bias)
-        return y.permute(0, 2, 3, 1).reshape(B, N, D)
+        return _tokens(depthwise_conv(_channels_last(vm, self._conv_grid(vm.shape[1])), *self._dwc_kernel(vm.dtype)))
 
     def _scaled_projection(self, x: torch.Tensor) -> torch.Tensor:
         """[q / softplus(s), k / softplus(s), v] (B, N, 3D) from one matmul: the scale is folded into
@@ -563,7 +563,7 @@ class PolaAttention(AttentionBase):
         """The torch path from the projections to the gated output: `pola_block`, one Function."""
         N, dtype = qkv.shape[1], qkv.dtype
         conv_w, conv_b = self._dwc_kernel(dtype) if self.dwc is not None else (None, None)
-        block = _Block(self.heads, self.options.eps, self.options.polarity, self.grid if self.conv_2d else (1, N))
+        block = _Block(self.heads, self.options.eps, self.options.polarity, self._conv_grid(N))
         return pola_block(qkv, g, self.exponent().to(dtype), mask, conv_w, conv_b, self._key_offset(N, dtype), block)
 
     def _mix_fused(self, qkv: torch.Tensor, g: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
