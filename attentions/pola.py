@@ -271,14 +271,14 @@ def _conv(x, w, b):
 def _conv_backward(x, w, gy, needs=(True, True, True)):
     """(dx, dw, db) of `_conv`. dx is the forward convolution with the flipped kernel; on CPU dw is
     `_depthwise_weight_grad` (torch's CPU depthwise backward is many times slower at these shapes)."""
-    (kh, kw), C = w.shape[-2:], x.shape[1]
+    pad, C = (w.shape[-2] // 2, w.shape[-1] // 2), x.shape[1]
     dx = dw = db = None
     if needs[0]:
-        dx = F.conv2d(gy, w.flip((-2, -1)), padding=(kh // 2, kw // 2), groups=C)
+        dx = F.conv2d(gy, w.flip((-2, -1)), padding=pad, groups=C)
     if needs[1] and x.device.type == "cpu":
-        dw = _depthwise_weight_grad(x, gy, kh // 2, kw // 2)
+        dw = _depthwise_weight_grad(x, gy, *pad)
     elif needs[1]:
-        dw = torch.nn.grad.conv2d_weight(x, w.shape, gy, padding=(kh // 2, kw // 2), groups=C)
+        dw = torch.nn.grad.conv2d_weight(x, w.shape, gy, padding=pad, groups=C)
     if needs[2]:
         db = gy.sum((0, 2, 3))
     return dx, dw, db

@@ -113,8 +113,9 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.method = "cuda_max_memory_allocated"
             return
-        if malloc_settings(KEEPING):  # freed memory stays in the process: RSS no longer follows the tensors
-            self.method = "withheld: " + " ".join(f"{k}={v}" for k, v in malloc_settings(KEEPING).items())
+        keeping = malloc_settings(KEEPING)
+        if keeping:  # freed memory stays in the process: RSS no longer follows the tensors
+            self.method = "withheld: " + " ".join(f"{k}={v}" for k, v in keeping.items())
             return
         # Garbage freed while we measure lowers the resident set and hides the peak under the
         # starting point: collect it first (a process that ran earlier work holds cycles).
