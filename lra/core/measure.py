@@ -102,6 +102,7 @@ class PeakMemory:
     def __init__(self, device: torch.device):
         self.device = device
         self.method = "unmeasured"
+        self._withheld_by = ""  # the keeping malloc settings, when they withhold the CPU peak
         self._baseline = 0
         self._sampler: threading.Thread | None = None
         self._sampled_peak = 0
@@ -115,7 +116,8 @@ class PeakMemory:
             return
         keeping = malloc_settings(KEEPING)
         if keeping:  # freed memory stays in the process: RSS no longer follows the tensors
-            self.method = "withheld: " + " ".join(f"{k}={v}" for k, v in keeping.items())
+            self._withheld_by = " ".join(f"{k}={v}" for k, v in keeping.items())
+            self.method = "withheld: " + self._withheld_by
             return
         # Garbage freed while we measure lowers the resident set and hides the peak under the
         # starting point: collect it first (a process that ran earlier work holds cycles).
@@ -155,8 +157,8 @@ class PeakMemory:
         CPU the resident set barely rose because the steps reused memory the process already held
         (a run's data loading leaves freed memory behind), which says nothing about their needs."""
         peak = self.peak_mb()
-        if self.method.startswith("withheld"):
-            return None, (f"not measured: malloc settings in the environment ({self.method[10:]}) decide when freed "
+        if self._withheld_by:
+            return None, (f"not measured: malloc settings in the environment ({self._withheld_by}) decide when freed "
                           "memory goes back to the kernel, so the resident set does not follow the tensors")
         if peak is None:
             return None, "not measured: no training step ran in this process"
