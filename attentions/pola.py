@@ -375,6 +375,16 @@ def _tokens(y: torch.Tensor) -> torch.Tensor:
     return y.permute(0, 2, 3, 1).reshape(y.shape[0], -1, y.shape[1])
 
 
+def _split_projection(qkv: torch.Tensor, key_offset: torch.Tensor | None, mask: torch.Tensor):
+    """q, k (+ key_offset) and the masked v, each (B, N, D), from the projection [q, k, v] (B, N, 3D)."""
+    # unbind, not slices: under torch autograd the backward stacks the three gradients in one pass
+    # (a slice's backward fills a zero tensor of the whole projection for each)
+    q, k, v = qkv.unflatten(-1, (3, -1)).unbind(-2)
+    if key_offset is not None:
+        k = k + key_offset
+    return q, k, v * mask[..., None].to(v.dtype)
+
+
 class _PolaBlock(torch.autograd.Function):
     """From the projections [q, k, v] and g to the gated output, core + convolution + gate in one
     Function (see `pola_block`): the backward writes dq, dk and dv straight into one gradient of the
@@ -383,10 +393,7 @@ class _PolaBlock(torch.autograd.Function):
     @staticmethod
     def forward(ctx, qkv, g, power, mask, conv_w, conv_b, key_offset, block: _Block):
         B, N, _ = qkv.shape
-        q, k, v = qkv.unflatten(-1, (3, -1)).unbind(-2)
-        if key_offset is not None:
-            k = k + key_offset
-        vm = v * mask[..., None].to(v.dtype)
+        q, k, vm = _split_projection(qkv, key_offset, mask)
         heads = lambda t: split_heads(t, block.heads)
         out, saved = _core_forward(heads(q), heads(k), heads(vm), power, mask, block.eps, block.polarity)
         o = out.transpose(1, 2).view(B, N, -1)  # (B, N, H, d) memory: a view
@@ -569,13 +576,7 @@ class PolaAttention(AttentionBase):
     def _mix_fused(self, qkv: torch.Tensor, g: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
         """The same with the fused kernels as the core and torch autograd around them (on a GPU the
         per-slice gradients cost little)."""
-        # unbind, not slices: the backward stacks the three gradients in one pass (a slice's
-        # backward fills a zero tensor of the whole projection for each)
-        q, k, v = qkv.unflatten(-1, (3, -1)).unbind(-2)
-        offset = self._key_offset(qkv.shape[1], qkv.dtype)
-        if offset is not None:
-            k = k + offset
-        vm = v * mask[..., None].to(v.dtype)
+        q, k, vm = _split_projection(qkv, self._key_offset(qkv.shape[1], qkv.dtype), mask)
         o = merge_heads(self.linear_core(split_heads(q, self.heads), split_heads(k, self.heads),
                                          split_heads(vm, self.heads), mask))
         if self.dwc is not None:
